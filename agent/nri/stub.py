@@ -21,6 +21,7 @@ import queue
 import random
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -510,6 +511,8 @@ class Stub:
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A runtime that stops reading must not wedge us in sendall: fail the send, reconnect.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
         try:
             sock.connect(self.socket_path)
         except OSError:
