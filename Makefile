@@ -1,0 +1,73 @@
+# prefetch-advisor. On a fresh Debian 12/13 machine, as root:
+#   make run    # the main job (installs what it needs)
+#   make test   # every test, the real-containerd ones included (what CI runs)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TESTBED_STAMP := .cache/.testbed-installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv testbed-deps test test-unit test-e2e run proto bench clean testbed-up testbed-down
+
+help:
+	@echo "make run          main job (builds data with the advisor)"
+	@echo "make test         all tests (installs venv + testbed first; needs root)"
+	@echo "make venv         .venv with the project and dev extras"
+	@echo "make testbed-deps runc, containerd >= 1.7, crictl, busybox (testbed/install.sh)"
+	@echo "make testbed-up / testbed-down   a long-running testbed for manual crictl use"
+	@echo "make proto | bench | clean"
+
+# Re-run pip only when the dependency list changes.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON): apt-get install python3 python3-venv"; exit 1; }
+	@if ! [ -x $(VENV)/bin/pip ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v dpkg-query >/dev/null && \
+	     ! dpkg-query -W -f='$${Status}' python3-venv 2>/dev/null | grep -q 'ok installed'; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv; fi; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# install.sh is idempotent and quick when done; the stamp only skips its process start.
+$(TESTBED_STAMP): testbed/install.sh
+	testbed/install.sh
+	@mkdir -p $(dir $@) && touch $@
+
+testbed-deps: $(TESTBED_STAMP)
+
+test: venv testbed-deps
+	$(VENV)/bin/pytest -ra --strict-markers --durations=15 -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: venv
+	$(VENV)/bin/pytest -ra -m 'not e2e' $(PYTEST_ARGS)
+
+test-e2e: venv testbed-deps
+	$(VENV)/bin/pytest -ra -m e2e $(PYTEST_ARGS)
+
+run: venv testbed-deps
+	$(VENV)/bin/prefetch-advisor build data
+
+# Regenerates protobuf code (recipe owned by agent/nri).
+proto: venv
+
+bench: venv testbed-deps
+	@set -e; found=0; for b in bench/bench_*.py; do [ -e "$$b" ] || continue; found=1; \
+	  echo "== $$b"; $(PY) "$$b"; done; [ $$found = 1 ] || echo "no benchmarks yet in bench/"
+
+testbed-up: venv testbed-deps
+	$(PY) -m testbed up
+
+testbed-down: venv
+	$(PY) -m testbed down
+
+clean:
+	-[ -x $(PY) ] && $(PY) -m testbed down
+	rm -rf .cache/images .pytest_cache out build
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
