@@ -1,0 +1,359 @@
+"""Held-out evaluation: every strategy's list for every later run of every service, side by side.
+
+Hold-out by time: per (service, image), the last `test_fraction` of its runs are the test. The one
+learned model is trained only on examples whose target run is in some service's training part, and
+each test run's list (learned or baseline) is built from the runs before it alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from advisor.coldstart import map_paths
+from advisor.features import ImageFiles, ServiceHistory, build_images, labels, origin_features
+from advisor.model import StartupModel
+from advisor.rank import rank_files
+from advisor.simulate import SimParams, simulate, startup_trace
+from advisor.traces import Corpus
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("none", "all", "first_run", "last_run", "union", "frequent", "learned", "oracle")
+BASELINES = ("none", "all", "first_run", "last_run", "union", "frequent")
+
+
+@dataclass(frozen=True)
+class AdvisorConfig:
+    params: SimParams = field(default_factory=SimParams)
+    budget_bytes: float = float("inf")
+    min_prob: float = 0.0
+    incomplete_weight: float = 0.5
+    test_fraction: float = 0.3
+    min_train_runs: int = 2
+    frequent_threshold: float = 0.5
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["params"] = self.params.as_dict()
+        d["budget_bytes"] = None if not np.isfinite(self.budget_bytes) else self.budget_bytes
+        return d
+
+
+def n_train_runs(svc: ServiceHistory, cfg: AdvisorConfig) -> int:
+    n_test = max(1, int(round(svc.n * cfg.test_fraction)))
+    return max(cfg.min_train_runs, svc.n - n_test)
+
+
+def training_set(images: dict[str, ImageFiles], cutoff: dict[tuple[str, str], int] | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(X, need, log_t, weight) from every origin whose target run is complete and before the cutoff."""
+    xs, ys, ts, ws = [], [], [], []
+    for digest, img in images.items():
+        for name, svc in img.services.items():
+            stop = svc.n if cutoff is None else cutoff[(digest, name)]
+            origins = np.flatnonzero(svc.complete[:stop])
+            if len(origins) == 0:
+                continue
+            of = origin_features(img, svc, origins)
+            need, t = labels(svc, of)
+            xs.append(of.X)
+            ys.append(need)
+            ts.append(t)
+            # Each target run counts the same whatever its candidate count.
+            per_origin = np.bincount(of.origin, minlength=svc.n)
+            ws.append(1.0 / np.maximum(per_origin[of.origin], 1) * 100.0)
+    if not xs:
+        raise ValueError("no training examples")
+    return np.vstack(xs), np.concatenate(ys), np.concatenate(ts), np.concatenate(ws)
+
+
+def fit_model(images: dict[str, ImageFiles], cutoff: dict[tuple[str, str], int] | None = None,
+              **model_kw) -> StartupModel:
+    X, y, t, w = training_set(images, cutoff)
+    return StartupModel(**model_kw).fit(X, y, t, w)
+
+
+def learned_ranking(model: StartupModel, img: ImageFiles, svc: ServiceHistory | None, k: int, cfg: AdvisorConfig,
+                    at_ns: int | None = None, exclude: str | None = None) -> pd.DataFrame:
+    """Ranked candidates for origin k (runs < k known). Columns from rank_files plus `file`."""
+    at = None if at_ns is None else np.array([at_ns])
+    of = origin_features(img, svc, np.array([k]), at_ns=at, exclude=exclude)
+    p, t_ms = model.predict(of.X)
+    ranked = rank_files(img.paths[of.file], img.size[of.file], p, t_ms, cfg.params, cfg.budget_bytes, cfg.min_prob)
+    ranked["file"] = img.index.get_indexer(ranked["path"])
+    return ranked
+
+
+def _ordered(mask: np.ndarray, t: np.ndarray) -> np.ndarray:
+    idx = np.flatnonzero(mask)
+    return idx[np.argsort(np.nan_to_num(t[idx], nan=np.inf), kind="stable")]
+
+
+def baseline_files(name: str, svc: ServiceHistory, k: int, cfg: AdvisorConfig) -> np.ndarray:
+    """Column indices (into the image's read files) of a baseline's list for run k, in list order."""
+    if name == "none":
+        return np.zeros(0, np.int64)
+    if name == "oracle":
+        return _ordered(svc.need[k], svc.t_ms[k])
+    if name == "first_run":  # upstream optimizer: the first trace, whole window, is final
+        return _ordered(~np.isnan(svc.t_all[0]), svc.t_all[0])
+    if name == "last_run":
+        return _ordered(~np.isnan(svc.t_all[k - 1]), svc.t_all[k - 1])
+    hist = svc.need[:k]
+    cnt = hist.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_t = np.where(cnt > 0, np.where(hist, np.nan_to_num(svc.t_ms[:k]), 0.0).sum(axis=0) / cnt, np.nan)
+    if name == "union":
+        return _ordered(hist.any(axis=0), mean_t)
+    if name == "frequent":
+        return _ordered(hist.mean(axis=0) >= cfg.frequent_threshold, mean_t)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+@dataclass
+class ImageCatalog:
+    """Every regular file of an image with a simulation id: read files first (their column index)."""
+
+    ids: np.ndarray
+    sizes: np.ndarray
+
+
+def image_catalog(img: ImageFiles, files: pd.DataFrame) -> ImageCatalog:
+    inv = files.loc[files["image_digest"] == img.digest].sort_values("path")
+    col = img.index.get_indexer(inv["path"])
+    extra = col < 0
+    col = col.copy()
+    col[extra] = len(img.paths) + np.arange(int(extra.sum()))
+    return ImageCatalog(col.astype(np.int64), inv["size"].to_numpy(np.int64))
+
+
+def run_metrics(svc: ServiceHistory, img: ImageFiles, k: int, list_ids: np.ndarray, list_sizes: np.ndarray,
+                cfg: AdvisorConfig) -> dict:
+    need_idx = np.flatnonzero(svc.need[k])
+    need_sizes = img.size[need_idx].astype(np.int64)
+    tr = startup_trace((svc.t_ms[k, need_idx] * 1e6).astype(np.int64), need_sizes, need_idx, svc.ready_ns[k])
+    res = simulate(tr, list_ids, list_sizes, cfg.params)
+    hit = np.isin(list_ids, need_idx)
+    need_bytes = float(need_sizes.sum())
+    list_bytes = float(list_sizes.sum())
+    hit_bytes = float(list_sizes[hit].sum())
+    return {
+        "time_to_ready_s": res.time_to_ready_s, "stall_s": res.stall_s, "compute_s": res.compute_s,
+        "list_files": int(len(list_ids)), "list_bytes": list_bytes,
+        "needed_files": int(len(need_idx)), "needed_bytes": need_bytes,
+        "recall_files": float(hit.sum() / len(need_idx)) if len(need_idx) else 1.0,
+        "recall_bytes": hit_bytes / need_bytes if need_bytes else 1.0,
+        "precision_files": float(hit.mean()) if len(list_ids) else np.nan,
+        "precision_bytes": hit_bytes / list_bytes if list_bytes else np.nan,
+    }
+
+
+def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None) -> dict:
+    """All strategies on all held-out runs; returns the JSON-ready report."""
+    images = build_images(corpus, cfg.incomplete_weight)
+    cutoff = {(d, s): n_train_runs(svc, cfg) for d, img in images.items() for s, svc in img.services.items()}
+    model = fit_model(images, cutoff)
+    files = corpus.files
+    rows = []
+    tasks = [(d, s, k) for d, img in images.items() for s, svc in img.services.items()
+             for k in range(cutoff[(d, s)], svc.n) if svc.complete[k]]
+    it = progress(tasks, desc="evaluate", unit="run") if progress else tasks
+    catalogs: dict[str, ImageCatalog] = {}
+    for digest, service, k in it:
+        img = images[digest]
+        svc = img.services[service]
+        for name in STRATEGIES:
+            if name == "all":
+                cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
+                ids, sizes = cat.ids, cat.sizes
+            elif name == "learned":
+                r = learned_ranking(model, img, svc, k, cfg)
+                r = r.loc[r["include"]]
+                ids, sizes = r["file"].to_numpy(np.int64), r["size"].to_numpy(np.int64)
+            else:
+                ids = baseline_files(name, svc, k, cfg)
+                sizes = img.size[ids].astype(np.int64)
+            m = run_metrics(svc, img, k, ids, sizes, cfg)
+            rows.append({"service": service, "image_digest": digest, "run_id": svc.run_ids[k], "k": k,
+                         "strategy": name, **m})
+    per_run = pd.DataFrame(rows)
+    oracle = per_run.loc[per_run["strategy"] == "oracle", ["run_id", "time_to_ready_s", "list_bytes"]]
+    per_run = per_run.merge(oracle.rename(columns={"time_to_ready_s": "oracle_s", "list_bytes": "oracle_bytes"}), on="run_id")
+    per_run["startup_vs_oracle"] = per_run["time_to_ready_s"] / per_run["oracle_s"]
+    per_run["bytes_vs_oracle"] = per_run["list_bytes"] / per_run["oracle_bytes"].where(per_run["oracle_bytes"] > 0)
+    report = {
+        "strategies": summarise(per_run),
+        "transfer": transfer(corpus, images, model, cfg),
+        "params": cfg.as_dict(),
+        "data": data_section(corpus, images, cutoff, per_run, model),
+    }
+    report["goals"] = goals(report)
+    return report
+
+
+_METRICS = ("startup_vs_oracle", "bytes_vs_oracle", "recall_bytes", "precision_bytes", "recall_files",
+            "precision_files", "time_to_ready_s", "stall_s", "list_bytes")
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+def summarise(per_run: pd.DataFrame) -> dict:
+    """Median per service, then the median over services (each service counts once)."""
+    per_service = per_run.groupby(["strategy", "service", "image_digest"])[list(_METRICS)].median()
+    out = {}
+    for name in STRATEGIES:
+        s = per_service.loc[name]
+        entry = {f"median_{m}": _num(s[m].median()) for m in _METRICS}
+        entry["runs"] = int((per_run["strategy"] == name).sum())
+        entry["per_service"] = {
+            f"{svc}@{dig[:19]}": {m: _num(v) for m, v in row.items() if m in ("startup_vs_oracle", "bytes_vs_oracle", "recall_bytes", "precision_bytes")}
+            for (svc, dig), row in s.iterrows()
+        }
+        out[name] = entry
+    return out
+
+
+def _digest_order(corpus: Corpus) -> dict[str, list[str]]:
+    first = corpus.runs.groupby(["service", "image_digest"])["started_at"].min().reset_index()
+    return {s: g.sort_values("started_at")["image_digest"].tolist() for s, g in first.groupby("service")}
+
+
+def transfer(corpus: Corpus, images: dict[str, ImageFiles], model: StartupModel, cfg: AdvisorConfig) -> dict:
+    """Cold-start recall: new image version of a known service, and a new service on a known image."""
+    files = corpus.files
+    nv_rows = []
+    for service, digests in _digest_order(corpus).items():
+        for old, new in zip(digests, digests[1:]):
+            old_svc = images[old].services[service]
+            new_img = images[new]
+            new_svc = new_img.services[service]
+            ranked = learned_ranking(model, images[old], old_svc, old_svc.n, cfg)
+            ranked = ranked.loc[ranked["include"]]
+            mapping = map_paths(ranked["path"], files.loc[files["image_digest"] == new, "path"])
+            for how, paths in (("mapped", mapping["new_path"].dropna()),
+                               ("exact_only", mapping.loc[mapping["how"] == "exact", "new_path"])):
+                cols = new_img.index.get_indexer(paths)
+                listed = np.zeros(len(new_img.paths), bool)
+                listed[cols[cols >= 0]] = True
+                for k in np.flatnonzero(new_svc.complete):
+                    need = new_svc.need[k]
+                    nb = new_img.size[need].sum()
+                    nv_rows.append({"service": service, "old": old, "new": new, "how": how, "run": k,
+                                    "recall_files": (listed & need).sum() / max(need.sum(), 1),
+                                    "recall_bytes": new_img.size[listed & need].sum() / nb if nb else 1.0})
+            counts = mapping["how"].value_counts().to_dict()
+            nv_rows.append({"service": service, "old": old, "new": new, "how": "_counts", **{f"n_{k}": v for k, v in counts.items()}})
+    nv = pd.DataFrame(nv_rows)
+    new_version: dict = {"pairs": 0, "source": "none: no service ran on two image digests"}
+    if len(nv):
+        m = nv.loc[nv["how"] == "mapped"]
+        e = nv.loc[nv["how"] == "exact_only"]
+        c = nv.loc[nv["how"] == "_counts"]
+        per = m.groupby(["service", "new"])[["recall_files", "recall_bytes"]].median()
+        per_e = e.groupby(["service", "new"])[["recall_files", "recall_bytes"]].median()
+        new_version = {
+            "pairs": int(len(per)),
+            "runs": int(len(m)),
+            "median_recall_bytes": _num(per["recall_bytes"].median()),
+            "median_recall_files": _num(per["recall_files"].median()),
+            "exact_only_median_recall_bytes": _num(per_e["recall_bytes"].median()),
+            "entries_exact": int(c.get("n_exact", pd.Series(dtype=float)).fillna(0).sum()),
+            "entries_renamed": int(c.get("n_renamed", pd.Series(dtype=float)).fillna(0).sum()),
+            "entries_unmapped": int(c.get("n_unmapped", pd.Series(dtype=float)).fillna(0).sum()),
+        }
+    ns_rows = []
+    for digest, img in images.items():
+        if len(img.services) < 2:
+            continue
+        for service, svc in img.services.items():
+            ranked = learned_ranking(model, img, None, 0, cfg, at_ns=np.iinfo(np.int64).max, exclude=service)
+            listed = np.zeros(len(img.paths), bool)
+            listed[ranked.loc[ranked["include"], "file"].to_numpy()] = True
+            sib_union = np.zeros(len(img.paths), bool)
+            for other, o in img.services.items():
+                if other != service:
+                    sib_union |= o.need.any(axis=0)
+            for k in np.flatnonzero(svc.complete):
+                need = svc.need[k]
+                nb = img.size[need].sum()
+                ns_rows.append({"service": service, "digest": digest,
+                                "recall_files": (listed & need).sum() / max(need.sum(), 1),
+                                "recall_bytes": img.size[listed & need].sum() / nb if nb else 1.0,
+                                "union_recall_bytes": img.size[sib_union & need].sum() / nb if nb else 1.0,
+                                "list_bytes_vs_need": img.size[listed].sum() / nb if nb else np.nan})
+    new_service: dict = {"services": 0, "source": "none: no image has two services"}
+    if ns_rows:
+        per = pd.DataFrame(ns_rows).groupby(["service", "digest"]).median()
+        new_service = {
+            "services": int(len(per)),
+            "median_recall_bytes": _num(per["recall_bytes"].median()),
+            "median_recall_files": _num(per["recall_files"].median()),
+            "siblings_union_median_recall_bytes": _num(per["union_recall_bytes"].median()),
+            "median_list_bytes_vs_needed": _num(per["list_bytes_vs_need"].median()),
+        }
+    return {"new_version": new_version, "new_service": new_service}
+
+
+def data_section(corpus: Corpus, images: dict[str, ImageFiles], cutoff: dict, per_run: pd.DataFrame,
+                 model: StartupModel) -> dict:
+    runs = corpus.runs
+    inc = runs.loc[~runs["complete"]]
+    flags = [c for c in runs.columns if c.startswith("flag_")]
+    return {
+        "synthetic": corpus.synthetic,
+        "services": int(runs["service"].nunique()),
+        "service_images": int(sum(len(i.services) for i in images.values())),
+        "test_runs": int(per_run["run_id"].nunique()),
+        "train_runs_per_service_image": {f"{s}@{d[:19]}": n for (d, s), n in cutoff.items()},
+        "model_train_rows": model.n_train_rows,
+        "incomplete_runs": {
+            "policy": "history weight 0.5 (their reads are real but truncated); never a training target or a test run",
+            "run_ids": {r.run_id: [f[5:] for f in flags if bool(getattr(r, f))] for r in inc.itertuples()},
+        },
+        "notes": list(corpus.notes),
+    }
+
+
+def goals(report: dict) -> dict:
+    s = report["strategies"]
+    learned = s["learned"]
+    lt = learned["median_startup_vs_oracle"]
+    beaten = {b: (lt is not None and s[b]["median_startup_vs_oracle"] is not None and lt < s[b]["median_startup_vs_oracle"]) for b in BASELINES}
+    nv = report["transfer"]["new_version"].get("median_recall_bytes")
+    return {
+        "startup_vs_oracle<=1.10": {"value": lt, "met": lt is not None and lt <= 1.10},
+        "bytes_vs_oracle<=1.3": {"value": learned["median_bytes_vs_oracle"], "met": (learned["median_bytes_vs_oracle"] or np.inf) <= 1.3},
+        "beats_every_baseline_on_startup": {"value": beaten, "met": all(beaten.values())},
+        "new_version_recall>=0.90": {"value": nv, "met": nv is not None and nv >= 0.9},
+    }
+
+
+def format_table(report: dict) -> str:
+    head = f"{'strategy':<10} {'startup/oracle':>14} {'bytes/oracle':>12} {'recall(B)':>9} {'prec(B)':>8} {'recall(f)':>9} {'ttr s':>7}"
+    lines = [head, "-" * len(head)]
+    for name, e in report["strategies"].items():
+        def f(v, w, fmt):
+            return f"{'-':>{w}}" if v is None else f"{v:>{w}{fmt}}"
+        lines.append(f"{name:<10} {f(e['median_startup_vs_oracle'], 14, '.3f')} {f(e['median_bytes_vs_oracle'], 12, '.3f')} "
+                     f"{f(e['median_recall_bytes'], 9, '.3f')} {f(e['median_precision_bytes'], 8, '.3f')} "
+                     f"{f(e['median_recall_files'], 9, '.3f')} {f(e['median_time_to_ready_s'], 7, '.3f')}")
+    t = report["transfer"]
+    nv, ns = t["new_version"], t["new_service"]
+    lines.append("")
+    lines.append(f"cold start, new image version: pairs={nv.get('pairs')} recall(B)={nv.get('median_recall_bytes')} "
+                 f"recall(f)={nv.get('median_recall_files')} exact-only recall(B)={nv.get('exact_only_median_recall_bytes')}")
+    lines.append(f"cold start, new service on known image: services={ns.get('services')} recall(B)={ns.get('median_recall_bytes')} "
+                 f"recall(f)={ns.get('median_recall_files')} siblings' union recall(B)={ns.get('siblings_union_median_recall_bytes')}")
+    lines.append("")
+    for g, v in report["goals"].items():
+        lines.append(f"goal {g:<34} {'MET ' if v['met'] else 'MISSED'}  {v['value']}")
+    d = report["data"]
+    lines.append(f"\ndata: {'SYNTHETIC' if d['synthetic'] else 'recorded'}; services={d['services']} test runs={d['test_runs']} "
+                 f"incomplete runs={len(d['incomplete_runs']['run_ids'])} (history weight 0.5, never test)")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""From per-file predictions to an ordered, budgeted prefetch list.
+
+A file is worth prefetching when the stall it is expected to save (its on-demand fetch, weighted by
+the chance it is needed) outweighs the link time it is expected to waste (its transfer, weighted by
+the chance it is not needed): that wasted time is taken from files needed sooner. Files go out in
+order of when they are expected to be needed, each pushed back by the link time it would waste, so a
+big, unlikely file cannot sit in front of small, certain ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from advisor.simulate import SimParams
+
+
+def rank_files(paths: np.ndarray, size: np.ndarray, p: np.ndarray, t_ms: np.ndarray, params: SimParams = SimParams(),
+               budget_bytes: float = np.inf, min_prob: float = 0.0) -> pd.DataFrame:
+    """One row per candidate with benefit, cost, net score and `include`; included rows first, in list order."""
+    size = np.asarray(size, dtype=float)
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    ondemand_s = params.fetch_time_s(size)
+    wire_s = size / params.bandwidth_Bps + params.rtt_s * np.maximum(1, np.ceil(size / params.chunk_bytes)) / params.prefetch_concurrency
+    benefit = p * ondemand_s
+    cost = (1.0 - p) * wire_s
+    net = benefit - cost
+    df = pd.DataFrame({"path": paths, "size": size.astype(np.int64), "p": p, "t_ms": np.asarray(t_ms, dtype=float),
+                       "benefit_s": benefit, "cost_s": cost, "net_s": net})
+    eligible = (net > 0) & (p >= min_prob)
+    # Budget: keep the best value per byte first, then order what was kept by need time.
+    density = np.where(eligible, net / np.maximum(size, 1.0), -np.inf)
+    by_value = np.argsort(-density, kind="stable")
+    cum = np.cumsum(size[by_value])
+    within = np.zeros(len(df), bool)
+    within[by_value] = cum <= budget_bytes
+    df["include"] = eligible & within
+    df["order_key_ms"] = df["t_ms"] + (1.0 - p) * wire_s * 1e3
+    df = df.sort_values(["include", "order_key_ms", "p"], ascending=[False, True, False], kind="stable")
+    return df.reset_index(drop=True)
