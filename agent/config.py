@@ -12,25 +12,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from agent.trace.model import Readiness, TraceConfig
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which key and why."""
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """How to tell that a service finished starting. Without one, access quiescence decides."""
-
-    marker: str | None = None  # a file the workload creates, path inside the container
-    probe: tuple[str, ...] | None = None  # a host command; exit status 0 means ready
-
-
-@dataclass(frozen=True)
-class TraceConfig:
-    enabled: bool = True
-    window_s: float = 60.0
-    quiescence_s: float = 2.0
-    readiness: dict[str, Readiness] = field(default_factory=dict)  # by service key
 
 
 @dataclass(frozen=True)
@@ -53,7 +39,9 @@ class AgentConfig:
     plugin_index: str = "50"
     handler_budget_s: float = 0.5
     metrics_port: int = 0  # 0: no metrics endpoint
+    trace_enabled: bool = True
     trace: TraceConfig = field(default_factory=TraceConfig)
+    readiness: dict[str, Readiness] = field(default_factory=dict)  # by service key
     inject: InjectConfig = field(default_factory=InjectConfig)
 
     @property
@@ -90,27 +78,41 @@ def merge_toml(base: AgentConfig, text: str, source: str = "NRI config") -> Agen
 
 def _apply(base: AgentConfig, data: dict[str, Any], source: str) -> AgentConfig:
     data = dict(data)
-    trace = _apply_section(base.trace, data.pop("trace", {}), f"{source}: [trace]")
+    trace_table = data.pop("trace", {})
+    if not isinstance(trace_table, dict):
+        raise ConfigError(f"{source}: [trace] must be a table")
+    trace_table = dict(trace_table)
+    enabled = trace_table.pop("enabled", base.trace_enabled)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{source}: [trace].enabled must be true or false")
+    # The tracer validates its own knobs; we only overlay the keys this source sets.
+    try:
+        trace = TraceConfig.from_mapping({**_fields_of(base.trace), **trace_table})
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    readiness = {**base.readiness, **_readiness(data.pop("readiness", {}), source)}
     inject = _apply_section(base.inject, data.pop("inject", {}), f"{source}: [inject]")
     top = _apply_section(base, data.pop("agent", {}), f"{source}: [agent]")
     if data:
         raise ConfigError(f"{source}: unknown table(s) {sorted(data)}")
-    config = replace(top, trace=trace, inject=inject)
+    config = replace(top, trace_enabled=enabled, trace=trace, readiness=readiness, inject=inject)
     _validate(config, source)
     return config
+
+
+def _fields_of(section: Any) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in fields(section)}
 
 
 def _apply_section(section: Any, values: dict[str, Any], where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a table")
-    known = {f.name: f for f in fields(section)}
+    known = {f.name for f in fields(section)} - {"trace", "inject", "readiness", "trace_enabled"}
     changes: dict[str, Any] = {}
     for key, value in values.items():
-        if key not in known or key in {"trace", "inject"}:
+        if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r}")
-        if key == "readiness":
-            changes[key] = {**section.readiness, **_readiness(value, where)}
-        elif isinstance(getattr(section, key), tuple):
+        if isinstance(getattr(section, key), tuple):
             changes[key] = tuple(_str_list(value, f"{where}.{key}"))
         else:
             changes[key] = _typed(getattr(section, key), value, f"{where}.{key}")
@@ -139,20 +141,17 @@ def _str_list(value: Any, where: str) -> list[str]:
     return value
 
 
-def _readiness(value: Any, where: str) -> dict[str, Readiness]:
+def _readiness(value: Any, source: str) -> dict[str, Readiness]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}.readiness must be a table keyed by service")
+        raise ConfigError(f"{source}: [readiness] must be a table keyed by service")
     result = {}
     for service, spec in value.items():
-        if not isinstance(spec, dict) or set(spec) - {"marker", "probe"}:
-            raise ConfigError(f"{where}.readiness.{service!r} takes only 'marker' and 'probe'")
-        marker = spec.get("marker")
-        if marker is not None and (not isinstance(marker, str) or not marker.startswith("/")):
-            raise ConfigError(f"{where}.readiness.{service!r}.marker must be an absolute path")
-        probe = spec.get("probe")
-        if probe is not None:
-            probe = tuple(_str_list(probe, f"{where}.readiness.{service!r}.probe")) or None
-        result[service] = Readiness(marker=marker, probe=probe)
+        try:
+            readiness = Readiness.from_mapping(spec if isinstance(spec, dict) else {"?": spec})
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [readiness.{service!r}]: {exc}") from None
+        if readiness is not None:
+            result[service] = readiness
     return result
 
 
@@ -162,7 +161,5 @@ def _validate(config: AgentConfig, source: str) -> None:
         raise ConfigError(f"{source}: plugin_index must be exactly two digits, got {index!r}")
     if not 0 < config.handler_budget_s < 2.0:
         raise ConfigError(f"{source}: handler_budget_s must be in (0, 2): containerd drops slower plugins")
-    if config.trace.window_s <= 0 or config.trace.quiescence_s <= 0:
-        raise ConfigError(f"{source}: trace window_s and quiescence_s must be positive")
     if not config.state_dir.startswith("/"):
         raise ConfigError(f"{source}: state_dir must be absolute")

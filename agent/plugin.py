@@ -139,7 +139,7 @@ class PrefetchAgent(Plugin):
     # containers -------------------------------------------------------------------------------------
     def start_container(self, pod: Pod, container: Container) -> None:
         metrics.NRI_EVENTS.labels("start_container").inc()
-        if self.config.trace.enabled and container.pid > 0:
+        if self.config.trace_enabled and container.pid > 0:
             with metrics.HANDLER_SECONDS.labels("start_container").time():
                 self._begin(pod, container, late_attach=False)
 
@@ -194,6 +194,6 @@ class PrefetchAgent(Plugin):
             image_ref_normalized=normalized,
             image_digest=None,
             node=self.config.node,
-            readiness=self.config.trace.readiness.get(str(key)),
+            readiness=self.config.readiness.get(str(key)),
             window_s=self.config.trace.window_s,
         )
