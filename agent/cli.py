@@ -1,0 +1,160 @@
+"""`prefetch-agent`: run the node agent, or look at what it recorded."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from agent import logs, metrics
+from agent.config import AgentConfig, ConfigError, load_file
+
+log = logging.getLogger("agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefetch-agent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="connect to containerd over NRI and trace / hand off lists")
+    run.add_argument("--config", help="TOML config file (same keys as NRI's plugin config)")
+    run.add_argument("--state-dir", help="overrides [agent] state_dir")
+    run.add_argument("--nri-socket", help="overrides [agent] nri_socket")
+    run.add_argument("--cri-socket", help="overrides [agent] cri_socket")
+    run.add_argument("--snapshotter-socket", help="overrides [inject] snapshotter_socket")
+    run.add_argument("--log-level", default="INFO")
+
+    runs = sub.add_parser("runs", help="list the runs recorded in a state directory")
+    runs.add_argument("state_dir")
+    runs.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(args)
+        return show_runs(Path(args.state_dir), args.json)
+    except ConfigError as exc:
+        print(f"prefetch-agent: {exc}", file=sys.stderr)
+        return 2
+
+
+def _config(args: argparse.Namespace) -> AgentConfig:
+    config = load_file(args.config) if args.config else AgentConfig()
+    overrides = {
+        "state_dir": args.state_dir,
+        "nri_socket": args.nri_socket,
+        "cri_socket": args.cri_socket,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
+    if args.snapshotter_socket:
+        config = dataclasses.replace(
+            config, inject=dataclasses.replace(config.inject, snapshotter_socket=args.snapshotter_socket)
+        )
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    config = _config(args)
+    agent = AgentProcess(config)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("event=signal signum=%d", signum)
+        stopping.set()
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    return 0
+
+
+class AgentProcess:
+    """Assembles the agent's parts from a config and runs the NRI stub until stopped."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        # Imported here so `prefetch-agent runs` works without the runtime-side dependencies.
+        from advisor.lists import ListStore
+        from agent.cri.client import DigestResolver, ImageDigestClient
+        from agent.inject.injector import PrefetchInjector
+        from agent.inject.snapshotter import SnapshotterClient
+        from agent.nri import Stub
+        from agent.plugin import ImageHistory, PrefetchAgent
+        from agent.store import TraceStore
+        from agent.trace import Tracer
+
+        self.config = config
+        state = Path(config.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        config.list_dir.mkdir(parents=True, exist_ok=True)
+        self.store = TraceStore(state)
+        self.history = ImageHistory()
+        self.history.load(_recent_runs(self.store))
+        self.tracer = Tracer(self.store, config.trace)
+        self.cri = ImageDigestClient(config.cri_socket)
+        self.digests = DigestResolver(self.cri.image_digest)
+        self.snapshotter = SnapshotterClient(config.inject.snapshotter_socket, state_dir=state / "sent",
+                                             wait_s=config.inject.put_timeout_s)
+        self.injector = PrefetchInjector(config, ListStore(config.advisor_store_dir), self.snapshotter,
+                                         self.history.recent)
+        self.plugin = PrefetchAgent(config, self.tracer, self.injector, self.digests, self.history)
+        self.stub = Stub(self.plugin, config.nri_socket, config.plugin_name, config.plugin_index,
+                         handler_budget_s=config.handler_budget_s)
+
+    def run(self) -> None:
+        metrics.serve(self.config.metrics_port)
+        log.info("event=agent_start state_dir=%s nri_socket=%s node=%s", self.config.state_dir,
+                 self.config.nri_socket, self.config.node)
+        try:
+            self.stub.run()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self.stub.stop()
+
+    def close(self) -> None:
+        for part in (self.injector, self.snapshotter, self.tracer, self.digests, self.cri):
+            try:
+                part.close()
+            except Exception:
+                log.exception("event=close_failed part=%s", type(part).__name__)
+        log.info("event=agent_stopped")
+
+
+def _recent_runs(store) -> list[tuple[str, str, str | None]]:
+    runs = store.read_runs()
+    if runs.empty:
+        return []
+    runs = runs[runs.image_ref_normalized.fillna("") != ""].sort_values("started_at")
+    return list(zip(runs.service, runs.image_ref_normalized, runs.image_digest.where(runs.image_digest.notna(), None)))
+
+
+def show_runs(state_dir: Path, as_json: bool) -> int:
+    from agent.store import TraceStore
+
+    if not (state_dir / "traces").is_dir():
+        print(f"prefetch-agent: no traces under {state_dir}", file=sys.stderr)
+        return 1
+    store = TraceStore(state_dir)
+    runs = store.read_runs()
+    accesses = store.read_accesses()
+    counts = accesses.groupby("run_id").size() if not accesses.empty else {}
+    cols = ["run_id", "service", "image_ref_normalized", "started_at", "ready_ns", "ready_source",
+            "end_reason", "complete"]
+    table = runs[cols].copy()
+    table["files"] = [int(counts.get(r, 0)) for r in table.run_id]
+    if as_json:
+        print(table.to_json(orient="records", date_format="iso"))
+    else:
+        print(table.to_string(index=False) if len(table) else "no runs")
+    return 0
