@@ -300,7 +300,7 @@ class PrefetchList:
     ) -> PrefetchList:
         """Read a list file body with the same rules as `add`.
 
-        Blank lines are skipped (nydusd does too); a line with surrounding whitespace is rejected
+        Blank (or whitespace-only) lines are skipped, as nydusd does; a line with surrounding whitespace is rejected
         rather than trimmed, because a name that really ends in a space cannot be told apart from
         an editing slip. A trailing CR before LF is a line ending, not part of the name.
         """
@@ -315,8 +315,8 @@ class PrefetchList:
         for line in text.split("\n"):
             if line.endswith("\r"):
                 line = line[:-1]
-            if line == "":
-                continue
+            if all(_rust_space(ch) for ch in line):
+                continue  # blank after nydusd's trim: it skips such a line too
             plist.add(line)
         return plist
 

@@ -119,3 +119,7 @@ def _split_domain(ref: str) -> tuple[str, str]:
 def _show(ref: str) -> str:
     r = repr(ref)
     return r if len(r) <= 120 else r[:117] + "..."
+
+
+# Short name used by agent/plugin.py.
+normalize = normalize_image_ref
