@@ -54,8 +54,11 @@ test-e2e: venv testbed-deps
 run: venv testbed-deps
 	$(VENV)/bin/prefetch-advisor build data
 
-# Regenerates protobuf code (recipe owned by agent/nri).
+# Regenerates protobuf code (recipe owned by agent/nri). Message code only, no gRPC stubs.
+# NRI/ttrpc: paths relative to the repo root keep the descriptor names unique.
 proto: venv
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. agent/nri/proto/nri.proto agent/nri/proto/ttrpc.proto
+	$(PY) -m grpc_tools.protoc -I agent/cri/proto --python_out=agent/cri agent/cri/proto/cri.proto
 
 bench: venv testbed-deps
 	@set -e; found=0; for b in bench/bench_*.py; do [ -e "$$b" ] || continue; found=1; \
