@@ -62,7 +62,9 @@ class Plugin:
         """The runtime announced it is going down (newer NRI only; containerd 1.7 just closes)."""
 
     def on_disconnect(self) -> None:
-        """The runtime went away (EOF or error). The stub reconnects and synchronizes again."""
+        """The runtime went away (EOF or error); not called after ``Stub.stop()``.
+
+        The stub reconnects and a fresh Configure and Synchronize follow."""
 
     def run_pod_sandbox(self, pod: Pod) -> None: ...
     def stop_pod_sandbox(self, pod: Pod) -> None: ...
@@ -440,6 +442,7 @@ class Stub:
         self._write_lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._registered = threading.Event()
+        self._ran = False
         self.sessions = 0
         """Connections that completed registration and Synchronize."""
 
@@ -465,6 +468,10 @@ class Stub:
                     pass
 
     def run(self) -> None:
+        """Serve until ``stop()``; a Stub runs once (its handler workers end with it)."""
+        if self._ran:
+            raise RuntimeError("Stub.run() can only be called once; make a new Stub")
+        self._ran = True
         backoff = self.backoff_initial_s
         announced_unavailable = False
         try:

@@ -297,3 +297,13 @@ def test_valid_registration_is_accepted() -> None:
 def test_budget_must_be_positive() -> None:
     with pytest.raises(ValueError, match="handler budget must be positive"):
         stubmod.BoundedRunner(0)
+
+
+def test_stub_runs_once_and_stop_before_run_returns_at_once() -> None:
+    stub = stubmod.Stub(Recorder(), "/nonexistent/nri.sock", name="once", idx="07")
+    stub.stop()
+    t0 = time.monotonic()
+    stub.run()
+    assert time.monotonic() - t0 < 0.5
+    with pytest.raises(RuntimeError, match="only be called once"):
+        stub.run()
