@@ -241,3 +241,23 @@ def test_handler_stalling_3s_is_answered_in_time_and_plugin_stays_connected(test
     # (Other tests' stubs, once stopped, are closed by containerd on its next event; not ours.)
     assert f"closing plugin 50-{name}" not in log
     assert log.count(_connected(name)) == 1
+
+
+def test_pod_with_200kb_annotation_arrives_whole_across_frames(testbed: Testbed) -> None:
+    # containerd 1.7.24 sends such a message as a 4096-byte frame and a ~196 KB one (seen by
+    # instrumenting the decoder); the stub must reassemble the ttrpc message across them.
+    garbage = "".join(chr(0x21 + (i * 7919) % 94) for i in range(200 * 1024))
+    plugin = Recorder()
+    with running_stub(plugin, testbed, _name("bigpod")):
+        pod_cfg = _pod(_name("big"))
+        pod_cfg["annotations"] = {"example.com/garbage": garbage}
+        pod_id = testbed.run_pod(pod_cfg)
+        ctr_id = testbed.create_container(pod_id, _sleeper())
+        t0 = time.monotonic()
+        testbed.start(ctr_id)
+        assert time.monotonic() - t0 < 1.5
+        assert plugin.wait_for(lambda _: any(c[0] == "start_container" for c in plugin.for_pod(pod_id)))
+    (run,) = [c for c in plugin.for_pod(pod_id) if c[0] == "run_pod_sandbox"]
+    assert run[1].annotations["example.com/garbage"] == garbage
+    (start,) = [c for c in plugin.for_pod(pod_id) if c[0] == "start_container"]
+    assert start[1].annotations["example.com/garbage"] == garbage and start[2].pid > 0
