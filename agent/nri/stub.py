@@ -487,13 +487,16 @@ class Stub:
                     backoff = min(self.backoff_max_s, backoff * 2)
                     continue
                 announced_unavailable = False
-                registered = False
                 try:
-                    registered = self._serve(sock)
+                    self._serve(sock)
                 except (OSError, mux.MuxProtocolError, ttrpc.TtrpcProtocolError, RegistrationError) as exc:
                     if not self._stop.is_set():
                         log.warning("event=nri_connection_failed socket=%s error=%s", self.socket_path, exc)
+                except Exception:
+                    # A bug of ours must cost a reconnect, never the agent.
+                    log.exception("event=nri_connection_failed socket=%s error=unexpected", self.socket_path)
                 finally:
+                    registered = self._registered.is_set()
                     with self._sock_lock:
                         self._sock = None
                     sock.close()
@@ -501,19 +504,19 @@ class Stub:
                     self._service.reset()
                 if self._stop.is_set():
                     break
-                log.info("event=nri_disconnected socket=%s", self.socket_path)
-                self._runner.call("on_disconnect", self.plugin.on_disconnect)
+                log.info("event=nri_disconnected socket=%s registered=%s", self.socket_path, registered)
+                if registered:
+                    self._runner.call("on_disconnect", self.plugin.on_disconnect)
+                    backoff = self.backoff_initial_s
                 if not self.reconnect:
                     break
-                if registered:
-                    backoff = self.backoff_initial_s
                 self._sleep(backoff)
                 backoff = min(self.backoff_max_s, backoff * 2)
         finally:
             self._runner.stop()
 
     def _sleep(self, backoff: float) -> None:
-        # Full jitter on the upper half keeps many agents from reconnecting in lockstep.
+        # Jitter (50-100 % of the delay) keeps many agents from reconnecting in lockstep.
         self._stop.wait(backoff * random.uniform(0.5, 1.0))
 
     def _connect(self) -> socket.socket:
@@ -538,8 +541,8 @@ class Stub:
         with self._write_lock:
             sock.sendall(data)
 
-    def _serve(self, sock: socket.socket) -> bool:
-        """Register and serve one connection until EOF. Returns whether registration succeeded."""
+    def _serve(self, sock: socket.socket) -> None:
+        """Register and serve one connection until EOF or ``stop()``."""
         frames = mux.FrameDecoder()
         plugin_conn = ttrpc.MessageDecoder()
         runtime_conn = ttrpc.MessageDecoder()
@@ -563,7 +566,7 @@ class Stub:
             except TimeoutError:
                 continue
             if not data:
-                return registered
+                return
             for conn_id, payload in frames.feed(data):
                 if conn_id == mux.PLUGIN_SERVICE_CONN:
                     for msg in plugin_conn.feed(payload):
@@ -588,7 +591,6 @@ class Stub:
             if registered and not synced and self._service.synchronized.is_set():
                 synced = True
                 self.sessions += 1
-        return registered
 
     def _serve_message(self, sock: socket.socket, msg: ttrpc.Message | ttrpc.OversizedMessage) -> None:
         if isinstance(msg, ttrpc.OversizedMessage):
