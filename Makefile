@@ -8,7 +8,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-TESTBED_STAMP := .cache/.testbed-installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv testbed-deps test test-unit test-e2e run proto bench clean testbed-up testbed-down
@@ -35,12 +34,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# install.sh is idempotent and quick when done; the stamp only skips its process start.
-$(TESTBED_STAMP): testbed/install.sh
+# install.sh is idempotent and checks everything in well under a second once done, so it always
+# runs: a stamp could not notice a deleted binary.
+testbed-deps:
 	testbed/install.sh
-	@mkdir -p $(dir $@) && touch $@
-
-testbed-deps: $(TESTBED_STAMP)
 
 test: venv testbed-deps
 	$(VENV)/bin/pytest -ra --strict-markers --durations=15 -p no:cacheprovider $(PYTEST_ARGS)

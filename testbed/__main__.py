@@ -70,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             log.warning("stale cleanup failed err=%s", exc)
         STATE_FILE.unlink(missing_ok=True)
     tb = Testbed(base_dir=args.base_dir).up()
+    tb.detach()  # containerd outlives this command; only `down` ends it
     _write_state(tb)
     _print_usage(_read_state() or {})
     return 0

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from testbed import images as base_images
-from testbed.oci import BuiltImage, import_image
+from testbed.oci import BuiltImage, ImageConfig, build_image_archive, import_image
 from testbed.paths import (DEFAULT_BASE_DIR, MissingPrerequisite, check_prerequisites,
                            containerd_bin_dir, crictl_path, runc_path)
 from testbed.toml_render import deep_merge, render_toml
@@ -83,6 +83,15 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _start_time(pid: int) -> int | None:
+    """Process start time in clock ticks since boot (tells a pid from a reused one)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -130,6 +139,31 @@ def _load_config_doc(cfg: Mapping[str, Any] | str | os.PathLike) -> dict[str, An
     return doc
 
 
+def reap_stale_instances(base_dir: Path | str | None = None) -> list[Path]:
+    """Tear down instances under base_dir whose owning process died without calling down().
+
+    Instances of live processes and detached ones (`python -m testbed up`) are left alone, so
+    this is safe while other test sessions run. Returns the dirs that were reaped.
+    """
+    base = Path(base_dir) if base_dir is not None else DEFAULT_BASE_DIR
+    reaped: list[Path] = []
+    try:
+        candidates = sorted(p for p in base.iterdir() if (p / _META_FILE).is_file())
+    except OSError:
+        return reaped
+    for d in candidates:
+        try:
+            tb = Testbed.attach(d)
+            if tb.owner_alive():
+                continue
+            log.warning("reaping stale testbed dir=%s owner_pid=%s", d, tb._owner[0])
+            tb.down()
+            reaped.append(d)
+        except Exception as exc:  # one broken leftover must not stop the others
+            log.error("stale testbed not reaped dir=%s err=%s", d, exc)
+    return reaped
+
+
 class Testbed:
     """One isolated containerd (CRI + NRI) instance. See the module docstring."""
 
@@ -159,7 +193,9 @@ class Testbed:
         self._pod_configs: dict[str, dict[str, Any]] = {}
         self._seen_ids: set[str] = set()
         self._k8s_cgroup_preexisting: dict[str, bool] = {}
-        self._bin_dir = containerd_bin_dir
+        # Who owns the instance (pid, start time); None for detached ones (`python -m testbed
+        # up`). reap_stale_instances() tears down instances whose owner died without down().
+        self._owner: tuple[int | None, int | None] = (os.getpid(), _start_time(os.getpid()))
         self.imported: list[BuiltImage] = []
 
     # ------------------------------------------------------------------ paths
@@ -299,6 +335,7 @@ class Testbed:
 
     def _save_meta(self) -> None:
         meta = {"dir": str(self.dir), "cri_socket": str(self.cri_socket),
+                "owner_pid": self._owner[0], "owner_start": self._owner[1],
                 "nri_socket": str(self.nri_socket), "containerd_pid": self._pid,
                 "cgroup_parent": self.cgroup_parent,
                 "k8s_cgroup_preexisting": self._k8s_cgroup_preexisting,
@@ -319,7 +356,19 @@ class Testbed:
         tb._dir = d
         tb._pid = meta.get("containerd_pid")
         tb._k8s_cgroup_preexisting = dict(meta.get("k8s_cgroup_preexisting", {}))
+        tb._owner = (meta.get("owner_pid"), meta.get("owner_start"))
         return tb
+
+    def detach(self) -> None:
+        """Mark the instance as owned by nobody: it outlives this process on purpose."""
+        self._owner = (None, None)
+        self._save_meta()
+
+    def owner_alive(self) -> bool:
+        pid, start = self._owner
+        if pid is None:
+            return True  # detached: never reaped automatically
+        return _pid_alive(pid) and _start_time(pid) == start
 
     def start_containerd(self) -> None:
         """Start containerd on this instance's dirs (also after kill_containerd)."""
@@ -425,6 +474,17 @@ class Testbed:
         if isinstance(image, BuiltImage):
             self.imported.append(image)
         log.info("image imported archive=%s s=%.3f", archive, time.monotonic() - t0)
+
+    def build_and_import(self, name: str, layers: Sequence[Path] | Path,
+                         config: ImageConfig = ImageConfig()) -> BuiltImage:
+        """Build an image from rootfs dir(s) into this instance's dir and import it."""
+        archive = self.dir / "images" / f"{uuid.uuid4().hex[:12]}.tar"
+        built = build_image_archive(name, layers, archive, config)
+        try:
+            self.import_image(built)
+        finally:
+            archive.unlink(missing_ok=True)
+        return built
 
     # ------------------------------------------------------------------ pods
     def _spec_file(self, kind: str, doc: Mapping[str, Any]) -> Path:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from testbed.containerd import Testbed
+from testbed.containerd import Testbed, reap_stale_instances
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 @pytest.fixture(scope="session")
 def testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
     # Prerequisites were checked by tests/conftest.py (pytest_runtest_setup) before this runs.
+    reap_stale_instances()  # what a killed earlier session left behind
     tb = Testbed().up()
     try:
         yield tb

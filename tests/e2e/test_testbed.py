@@ -166,3 +166,59 @@ def test_startup_is_fast_enough_for_a_session_fixture() -> None:
     with Testbed() as tb:
         assert tb.crictl("version").returncode == 0
     assert time.monotonic() - t0 < 30
+
+
+def test_instance_of_a_dead_owner_is_reaped(tmp_path: Path) -> None:
+    # A process brings a testbed up and dies without down(), like a killed test session.
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from testbed.containerd import Testbed; "
+            "tb = Testbed(base_dir=sys.argv[1]).up(); print(tb.dir, tb.containerd_pid, "
+            "flush=True); os._exit(0)")
+    base = Path("/run/prefetch-testbed") / f"reap-{os.getpid()}"
+    out = subprocess.run([sys.executable, "-c", code, str(base)], capture_output=True,
+                         text=True, timeout=60, cwd=REPO_DIR, check=True).stdout.split()
+    d, containerd_pid = Path(out[0]), int(out[1])
+    try:
+        assert d.is_dir() and _pid_alive(containerd_pid)
+        from testbed.containerd import reap_stale_instances
+
+        assert reap_stale_instances(base) == [d]
+        assert not d.exists()
+        assert not _pid_alive(containerd_pid)
+        assert _mount_points_under(d) == []
+    finally:
+        if d.exists():
+            Testbed.attach(d).down()
+        base.rmdir()
+
+
+def test_cli_up_status_down(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TESTBED_STATE_FILE": str(tmp_path / "state.json")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
+                              text=True, timeout=120, cwd=REPO_DIR, env=env)
+
+    up = cli("up")
+    assert up.returncode == 0, up.stderr
+    state = __import__("json").loads((tmp_path / "state.json").read_text())
+    try:
+        assert "crictl" in up.stdout and state["cri_socket"] in up.stdout
+        assert _pid_alive(state["containerd_pid"])
+        again = cli("up")  # idempotent: the same instance
+        assert again.returncode == 0 and "already up" in again.stdout
+        status = cli("status")
+        assert status.returncode == 0 and "POD ID" in status.stdout
+        env_out = cli("env").stdout
+        assert f"CONTAINER_RUNTIME_ENDPOINT=unix://{state['cri_socket']}" in env_out
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert not Path(state["dir"]).exists()
+    assert not _pid_alive(state["containerd_pid"])
+    assert cli("status").returncode == 1
