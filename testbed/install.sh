@@ -124,7 +124,8 @@ else
   # Debian 13 and later: the system's own package is new enough.
   if ! dpkg-query -W -f='${Status}' containerd 2>/dev/null | grep -q '^install ok installed$'; then
     log "apt-get install containerd"
-    apt-get install -y -qq --no-install-recommends containerd >/dev/null
+    apt-get install -y -qq --no-install-recommends containerd >/dev/null ||
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends containerd >/dev/null; }
   fi
   # The package enables a system containerd; the testbed runs its own instance, so leave it.
   v="$(containerd_version /usr/bin/containerd)"
