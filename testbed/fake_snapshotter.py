@@ -131,7 +131,7 @@ class FakeSnapshotter:
             return self
         self._server = _Server(self.socket_path, _Handler)
         self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-snapshotter", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-snapshotter", daemon=True)
         self._thread.start()
         return self
 
