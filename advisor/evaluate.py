@@ -77,15 +77,29 @@ def fit_model(images: dict[str, ImageFiles], cutoff: dict[tuple[str, str], int] 
     return StartupModel(**model_kw).fit(X, y, t, w)
 
 
+def learned_rankings(model: StartupModel, img: ImageFiles, svc: ServiceHistory | None, ks: np.ndarray,
+                     cfg: AdvisorConfig, at_ns: int | None = None, exclude: str | None = None) -> dict[int, pd.DataFrame]:
+    """Ranked candidates for each origin k (runs < k known), from one batched prediction.
+
+    Columns from rank_files plus `file` (column in the image's read files).
+    """
+    ks = np.asarray(ks, dtype=np.int64)
+    at = None if at_ns is None else np.full(len(ks), at_ns, dtype=np.int64)
+    of = origin_features(img, svc, ks, at_ns=at, exclude=exclude)
+    p, t_ms = model.predict(of.X)
+    out = {}
+    for k in ks.tolist():
+        sel = of.origin == k
+        f = of.file[sel]
+        ranked = rank_files(img.paths[f], img.size[f], p[sel], t_ms[sel], cfg.params, cfg.budget_bytes, cfg.min_prob)
+        ranked["file"] = img.index.get_indexer(ranked["path"])
+        out[k] = ranked
+    return out
+
+
 def learned_ranking(model: StartupModel, img: ImageFiles, svc: ServiceHistory | None, k: int, cfg: AdvisorConfig,
                     at_ns: int | None = None, exclude: str | None = None) -> pd.DataFrame:
-    """Ranked candidates for origin k (runs < k known). Columns from rank_files plus `file`."""
-    at = None if at_ns is None else np.array([at_ns])
-    of = origin_features(img, svc, np.array([k]), at_ns=at, exclude=exclude)
-    p, t_ms = model.predict(of.X)
-    ranked = rank_files(img.paths[of.file], img.size[of.file], p, t_ms, cfg.params, cfg.budget_bytes, cfg.min_prob)
-    ranked["file"] = img.index.get_indexer(ranked["path"])
-    return ranked
+    return learned_rankings(model, img, svc, np.array([k]), cfg, at_ns, exclude)[k]
 
 
 def _ordered(mask: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -163,6 +177,12 @@ def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None
              for k in range(cutoff[(d, s)], svc.n) if svc.complete[k]]
     it = progress(tasks, desc="evaluate", unit="run") if progress else tasks
     catalogs: dict[str, ImageCatalog] = {}
+    learned: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+    for digest, service, _ in tasks:
+        if (digest, service) not in learned:
+            svc = images[digest].services[service]
+            ks = np.array([k for d, s, k in tasks if d == digest and s == service])
+            learned[(digest, service)] = learned_rankings(model, images[digest], svc, ks, cfg)
     for digest, service, k in it:
         img = images[digest]
         svc = img.services[service]
@@ -171,7 +191,7 @@ def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None
                 cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
                 ids, sizes = cat.ids, cat.sizes
             elif name == "learned":
-                r = learned_ranking(model, img, svc, k, cfg)
+                r = learned[(digest, service)][k]
                 r = r.loc[r["include"]]
                 ids, sizes = r["file"].to_numpy(np.int64), r["size"].to_numpy(np.int64)
             else:

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from advisor.features import FEATURES
 
@@ -16,9 +17,13 @@ log = logging.getLogger(__name__)
 class StartupModel:
     """fit(X, need, log_t_ms, weight) / predict(X) -> (p_need, t_ms)."""
 
-    def __init__(self, max_iter: int = 150, learning_rate: float = 0.1, max_train_rows: int = 300_000,
-                 random_state: int = 0) -> None:
+    def __init__(self, max_iter: int = 80, learning_rate: float = 0.15, max_leaf_nodes: int = 15,
+                 max_train_rows: int = 200_000, n_threads: int = 1, random_state: int = 0) -> None:
         self.max_iter = max_iter
+        self.max_leaf_nodes = max_leaf_nodes
+        # One OpenMP thread: on a shared 2-core node more threads spin against each other and the
+        # fit gets many times slower; the workload is small enough for one core.
+        self.n_threads = n_threads
         self.learning_rate = learning_rate
         self.max_train_rows = max_train_rows
         self.random_state = random_state
@@ -29,6 +34,10 @@ class StartupModel:
         self.n_train_rows = 0
 
     def fit(self, X: np.ndarray, need: np.ndarray, log_t_ms: np.ndarray, weight: np.ndarray | None = None) -> StartupModel:
+        with threadpool_limits(self.n_threads):
+            return self._fit(X, need, log_t_ms, weight)
+
+    def _fit(self, X: np.ndarray, need: np.ndarray, log_t_ms: np.ndarray, weight: np.ndarray | None) -> StartupModel:
         if X.ndim != 2 or X.shape[1] != len(FEATURES):
             raise ValueError(f"expected {len(FEATURES)} feature columns, got {X.shape}")
         if len(X) == 0:
@@ -44,13 +53,15 @@ class StartupModel:
             self.constant_p = float(need.mean())
         else:
             self.classifier = HistGradientBoostingClassifier(
-                max_iter=self.max_iter, learning_rate=self.learning_rate, early_stopping=False,
+                max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
+                early_stopping=False,
                 random_state=self.random_state,
             ).fit(X, need, sample_weight=weight)
         pos = need & np.isfinite(log_t_ms)
         if pos.sum() >= 10:
             self.regressor = HistGradientBoostingRegressor(
-                max_iter=self.max_iter, learning_rate=self.learning_rate, early_stopping=False,
+                max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
+                early_stopping=False,
                 random_state=self.random_state,
             ).fit(X[pos], log_t_ms[pos], sample_weight=None if weight is None else weight[pos])
         else:
@@ -59,6 +70,10 @@ class StartupModel:
         return self
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with threadpool_limits(self.n_threads):
+            return self._predict(X)
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(X) == 0:
             return np.zeros(0), np.zeros(0)
         p = np.full(len(X), self.constant_p) if self.classifier is None else self.classifier.predict_proba(X)[:, 1]
