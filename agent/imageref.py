@@ -66,6 +66,9 @@ def parse_image_ref(ref: object) -> ImageRef:
         raise ImageRefError(f"invalid image reference {_show(ref)}: non-ASCII, control character or too long")
     if _IDENTIFIER.fullmatch(ref):
         raise ImageRefError(f"invalid image reference {_show(ref)}: a bare 64-hex id is not a repository name")
+    if ref.startswith("sha256:") and _IDENTIFIER.fullmatch(ref[len("sha256:"):]):
+        # An image id, as CRI accepts in place of a name: it is a digest, not repository "sha256".
+        raise ImageRefError(f"invalid image reference {_show(ref)}: an image id names no repository")
     domain, remainder = _split_domain(ref)
     remote = remainder.split(":", 1)[0].split("@", 1)[0]
     if remote.lower() != remote:

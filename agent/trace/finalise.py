@@ -74,7 +74,8 @@ def build_run(
     ready_ns, ready_source = resolve_readiness(rec, files, gap_ns)
     flags = set(rec.flags)
     duration = (rec.end_ns or rec.start_ns) - rec.start_ns
-    if rec.end_reason == "exit" and (ready_ns is None or duration < min_run_ns):
+    # StopContainer races the pidfd for a process that just died, so a stop ends a run the same way.
+    if rec.end_reason in ("exit", "stop") and (ready_ns is None or duration < min_run_ns):
         flags.add("early_exit")
     m = rec.meta
     run = {

@@ -56,6 +56,7 @@ def test_normalisation_table(ref: str, normalized: str) -> None:
         ("nginx@sha256:" + "a" * 63 + "g", "grammar"),
         ("nginx@md5:" + "a" * 32, "unsupported digest"),
         ("a" * 64, "64-hex"),
+        ("sha256:" + "a" * 64, "image id"),
         ("ngi nx", "control character|grammar"),
         ("nginx\n", "control character"),
         ("nginxé", "non-ASCII"),
