@@ -8,7 +8,6 @@ hashing writer, so a rootfs of a few hundred MB never sits in memory.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -73,23 +72,30 @@ class BuiltImage:
     layer_digests: tuple[str, ...]
 
 
-class _HashingWriter(io.RawIOBase):
-    """File-like sink that hashes and counts everything written through it."""
+class _HashingWriter:
+    """Write-only sink that hashes and counts what passes through to the real file.
+
+    tarfile in mode "w" only needs write() and tell(); its stream mode "w|" would copy every
+    chunk through a growing bytes buffer, which was 3x slower on a 400 MB rootfs.
+    """
 
     def __init__(self, sink: BinaryIO) -> None:
         self._sink = sink
         self.sha = hashlib.sha256()
         self.size = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         view = memoryview(b)
         self.sha.update(view)
         self._sink.write(view)
         self.size += len(view)
         return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._sink.flush()
 
     @property
     def digest(self) -> str:
@@ -116,9 +122,7 @@ def write_layer(rootfs: Path, sink: BinaryIO, *, mtime: int | None = None) -> tu
     if not rootfs.is_dir():
         raise ValueError(f"rootfs {rootfs} is not a directory")
     hw = _HashingWriter(sink)
-    buffered = io.BufferedWriter(hw, buffer_size=_CHUNK)
-    with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT,
-                      bufsize=_CHUNK) as tar:
+    with tarfile.open(fileobj=hw, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         seen_inodes: dict[tuple[int, int], str] = {}
         for path in _iter_tree(rootfs):
             arcname = path.relative_to(rootfs).as_posix()
@@ -144,24 +148,30 @@ def write_layer(rootfs: Path, sink: BinaryIO, *, mtime: int | None = None) -> tu
                     tar.addfile(info, f)
             else:
                 tar.addfile(info)
-    buffered.flush()
     return hw.digest, hw.size
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    info.mtime = mtime
-    tar.addfile(info, io.BytesIO(data))
+def _pad(f: BinaryIO, size: int) -> None:
+    if size % tarfile.BLOCKSIZE:
+        f.write(b"\0" * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
 
 
-def _add_dir(tar: tarfile.TarFile, name: str, mtime: int) -> None:
+def _header(name: str, size: int, mtime: int, *, directory: bool = False) -> bytes:
     info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
+    info.size = 0 if directory else size
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
     info.mtime = mtime
-    tar.addfile(info)
+    # GNU format: one 512-byte block for names < 100 chars, sizes beyond 8 GiB allowed.
+    buf = info.tobuf(format=tarfile.GNU_FORMAT)
+    assert len(buf) == tarfile.BLOCKSIZE, name
+    return buf
+
+
+def _add_bytes(f: BinaryIO, name: str, data: bytes, mtime: int) -> None:
+    f.write(_header(name, len(data), mtime))
+    f.write(data)
+    _pad(f, len(data))
 
 
 def _json_bytes(obj: dict) -> bytes:
@@ -193,81 +203,79 @@ def build_image_archive(
     stamp = 0 if mtime is None else mtime
     tmpdir = Path(tempfile.mkdtemp(prefix=".oci-", dir=workdir or out.parent))
     try:
-        layer_files: list[tuple[Path, Descriptor]] = []
-        for i, rootfs in enumerate(layers):
-            lpath = tmpdir / f"layer{i}.tar"
-            with open(lpath, "wb") as f:
-                digest, size = write_layer(Path(rootfs), f, mtime=mtime)
-            layer_files.append((lpath, Descriptor(MEDIA_LAYER, digest, size)))
-
-        arch = host_architecture()
-        runtime: dict = {"Env": list(config.env), "WorkingDir": config.working_dir}
-        if config.entrypoint is not None:
-            runtime["Entrypoint"] = list(config.entrypoint)
-        if config.cmd is not None:
-            runtime["Cmd"] = list(config.cmd)
-        if config.labels:
-            runtime["Labels"] = dict(config.labels)
-        if config.user:
-            runtime["User"] = config.user
-        image_config = {
-            "architecture": arch,
-            "os": "linux",
-            "config": runtime,
-            "rootfs": {"type": "layers", "diff_ids": [d.digest for _, d in layer_files]},
-            "history": [{"created_by": f"testbed.oci layer {i}"} for i in range(len(layer_files))],
-        }
-        config_bytes = _json_bytes(image_config)
-        config_desc = Descriptor(MEDIA_CONFIG, "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
-                                 len(config_bytes))
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": config_desc.as_json(),
-            "layers": [d.as_json() for _, d in layer_files],
-            "annotations": {ANNOTATION_IMAGE_NAME: name},
-        }
-        manifest_bytes = _json_bytes(manifest)
-        manifest_desc = Descriptor(MEDIA_MANIFEST,
-                                   "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(),
-                                   len(manifest_bytes))
-        index = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{
-                **manifest_desc.as_json(),
-                "platform": {"architecture": arch, "os": "linux"},
-                "annotations": {ANNOTATION_IMAGE_NAME: name},
-            }],
-        }
-
         tmp_out = tmpdir / "image.tar"
-        with open(tmp_out, "wb") as f, tarfile.open(fileobj=f, mode="w|", bufsize=_CHUNK,
-                                                     format=tarfile.PAX_FORMAT) as tar:
-            _add_bytes(tar, "oci-layout", _json_bytes({"imageLayoutVersion": "1.0.0"}), stamp)
-            _add_bytes(tar, "index.json", _json_bytes(index), stamp)
-            _add_dir(tar, "blobs", stamp)
-            _add_dir(tar, "blobs/sha256", stamp)
-            _add_bytes(tar, f"blobs/sha256/{config_desc.digest[7:]}", config_bytes, stamp)
-            _add_bytes(tar, f"blobs/sha256/{manifest_desc.digest[7:]}", manifest_bytes, stamp)
-            written: set[str] = set()
-            for lpath, desc in layer_files:
-                if desc.digest in written:  # two identical layers are one blob
-                    continue
-                written.add(desc.digest)
-                info = tarfile.TarInfo(f"blobs/sha256/{desc.digest[7:]}")
-                info.size = desc.size
-                info.mode = 0o644
-                info.mtime = stamp
-                with open(lpath, "rb") as lf:
-                    tar.addfile(info, lf)
+        layer_descs: list[Descriptor] = []
+        with open(tmp_out, "wb", buffering=_CHUNK) as f:
+            f.write(_header("blobs/", 0, stamp, directory=True))
+            f.write(_header("blobs/sha256/", 0, stamp, directory=True))
+            # Layers go straight into the archive (one write pass): a placeholder header, the
+            # layer tar streamed through the hasher, then the real header once the digest and
+            # size are known. Blob order inside the archive does not matter to the importer.
+            for rootfs in layers:
+                header_at = f.tell()
+                f.write(b"\0" * tarfile.BLOCKSIZE)
+                digest, size = write_layer(Path(rootfs), f, mtime=mtime)
+                _pad(f, size)
+                end = f.tell()
+                f.seek(header_at)
+                f.write(_header(f"blobs/sha256/{digest[7:]}", size, stamp))
+                f.seek(end)
+                layer_descs.append(Descriptor(MEDIA_LAYER, digest, size))
+
+            arch = host_architecture()
+            runtime: dict = {"Env": list(config.env), "WorkingDir": config.working_dir}
+            if config.entrypoint is not None:
+                runtime["Entrypoint"] = list(config.entrypoint)
+            if config.cmd is not None:
+                runtime["Cmd"] = list(config.cmd)
+            if config.labels:
+                runtime["Labels"] = dict(config.labels)
+            if config.user:
+                runtime["User"] = config.user
+            image_config = {
+                "architecture": arch,
+                "os": "linux",
+                "config": runtime,
+                "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layer_descs]},
+                "history": [{"created_by": f"testbed.oci layer {i}"}
+                            for i in range(len(layer_descs))],
+            }
+            config_bytes = _json_bytes(image_config)
+            config_desc = Descriptor(MEDIA_CONFIG,
+                                     "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+                                     len(config_bytes))
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_MANIFEST,
+                "config": config_desc.as_json(),
+                "layers": [d.as_json() for d in layer_descs],
+                "annotations": {ANNOTATION_IMAGE_NAME: name},
+            }
+            manifest_bytes = _json_bytes(manifest)
+            manifest_desc = Descriptor(MEDIA_MANIFEST,
+                                       "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(),
+                                       len(manifest_bytes))
+            index = {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [{
+                    **manifest_desc.as_json(),
+                    "platform": {"architecture": arch, "os": "linux"},
+                    "annotations": {ANNOTATION_IMAGE_NAME: name},
+                }],
+            }
+            _add_bytes(f, f"blobs/sha256/{config_desc.digest[7:]}", config_bytes, stamp)
+            _add_bytes(f, f"blobs/sha256/{manifest_desc.digest[7:]}", manifest_bytes, stamp)
+            _add_bytes(f, "oci-layout", _json_bytes({"imageLayoutVersion": "1.0.0"}), stamp)
+            _add_bytes(f, "index.json", _json_bytes(index), stamp)
+            f.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
         os.replace(tmp_out, out)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     log.info("oci image built name=%s archive=%s manifest=%s", name, out, manifest_desc.digest)
     return BuiltImage(name=name, archive=out, manifest_digest=manifest_desc.digest,
                       config_digest=config_desc.digest,
-                      layer_digests=tuple(d.digest for _, d in layer_files))
+                      layer_digests=tuple(d.digest for d in layer_descs))
 
 
 def import_image(ctr: Path | str, address: Path | str, archive: Path | str, *,
