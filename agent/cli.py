@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import signal
 import sys
@@ -108,7 +107,7 @@ class AgentProcess:
                                          self.history.recent)
         self.plugin = PrefetchAgent(config, self.tracer, self.injector, self.digests, self.history)
         self.stub = Stub(self.plugin, config.nri_socket, config.plugin_name, config.plugin_index,
-                         handler_budget_s=config.handler_budget_s)
+                         handler_budget_s=config.handler_budget_s, observe=metrics.observe_handler)
 
     def run(self) -> None:
         metrics.serve(self.config.metrics_port)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from typing import Iterable, Protocol
@@ -133,15 +132,13 @@ class PrefetchAgent(Plugin):
     def run_pod_sandbox(self, pod: Pod) -> None:
         metrics.NRI_EVENTS.labels("run_pod_sandbox").inc()
         if self.injector is not None and self.config.inject.enabled:
-            with metrics.HANDLER_SECONDS.labels("run_pod_sandbox").time():
-                self.injector.on_run_pod_sandbox(pod)
+            self.injector.on_run_pod_sandbox(pod)
 
     # containers -------------------------------------------------------------------------------------
     def start_container(self, pod: Pod, container: Container) -> None:
         metrics.NRI_EVENTS.labels("start_container").inc()
         if self.config.trace_enabled and container.pid > 0:
-            with metrics.HANDLER_SECONDS.labels("start_container").time():
-                self._begin(pod, container, late_attach=False)
+            self._begin(pod, container, late_attach=False)
 
     def stop_container(self, pod: Pod, container: Container) -> None:
         metrics.NRI_EVENTS.labels("stop_container").inc()
@@ -154,7 +151,6 @@ class PrefetchAgent(Plugin):
 
     # helpers ------------------------------------------------------------------------------------------
     def _begin(self, pod: Pod, container: Container, late_attach: bool) -> None:
-        started = time.monotonic_ns()
         meta = self.run_meta(pod, container)
         self.tracer.start_run(meta, container.pid, late_attach=late_attach)
         metrics.RUNS_STARTED.labels(str(late_attach).lower()).inc()
@@ -171,8 +167,6 @@ class PrefetchAgent(Plugin):
                     self.history.record(key, ref, digest)
 
             self.digests.resolve(meta.image_ref, on_digest)
-        log.debug("event=run_started container=%s service=%s took_us=%d", container.id, meta.service,
-                  (time.monotonic_ns() - started) // 1000)
 
     def run_meta(self, pod: Pod, container: Container) -> RunMeta:
         key = service_key(pod.namespace, pod.name, pod.labels, container.name)
