@@ -28,7 +28,7 @@ def build_image(recipe: ImageRecipe, cache: Path = DEFAULT_CACHE) -> BuiltImage:
     """Base rootfs (cached debootstrap) + app layer → OCI archive; rebuilt only when either changes."""
     mirror = find_debian_mirror()
     base = build_base(recipe, cache, mirror)
-    key = f"{recipe.base_key(mirror)}-{_app_hash(recipe)}"
+    key = f"{recipe.base_key(mirror)}-{_app_hash(recipe)}-m"
     archive = cache / "images" / f"{recipe.name}-{key}.tar"
     meta = archive.with_suffix(".json")
     if archive.is_file() and meta.is_file():
@@ -37,12 +37,14 @@ def build_image(recipe: ImageRecipe, cache: Path = DEFAULT_CACHE) -> BuiltImage:
                           config_digest=m["config"], layer_digests=tuple(m["layers"]))
     for old in archive.parent.glob(f"{recipe.name}-*"):
         old.unlink()
-    stage = cache / "stage" / recipe.name
+    stage = cache / "stage" / f"{recipe.name}-{os.getpid()}"
     stage_app_layer(recipe, stage)
     config = ImageConfig(labels={"org.opencontainers.image.title": recipe.name,
                                  "org.opencontainers.image.description": recipe.notes},
                          working_dir="/opt/app")
-    built = build_image_archive(recipe.ref, [base, stage], archive, config, mtime=0)
+    # Real mtimes, not a normalised 0: Python checks each .pyc against its source's mtime, and an
+    # image whose mtimes were zeroed makes every import rewrite its .pyc (a trace artefact).
+    built = build_image_archive(recipe.ref, [base, stage], archive, config, mtime=None)
     shutil.rmtree(stage, ignore_errors=True)
     tmp = meta.with_suffix(f".json.{os.getpid()}")
     tmp.write_text(json.dumps({"name": built.name, "manifest": built.manifest_digest,
