@@ -39,6 +39,12 @@ class SynthSpec:
     new_version_runs: int = 6
     seed: int = 0
 
+    @classmethod
+    def small(cls, seed: int = 0) -> SynthSpec:
+        """A corpus small enough for unit tests (about a second to generate and learn)."""
+        return cls(images=2, services_per_image=2, runs_per_service=8, incomplete_per_service=1,
+                   files_per_image=600, new_version_runs=3, seed=seed)
+
 
 @dataclass
 class _Image:
@@ -240,24 +246,27 @@ def scale_up(runs: pd.DataFrame, accesses: pd.DataFrame, target_rows: int, seed:
     """
     rng = np.random.default_rng(seed)
     runs = runs.reset_index(drop=True)
-    per_run = accesses.groupby("run_id", sort=False).size()
-    rows_per_pass = int(per_run.reindex(runs["run_id"]).fillna(0).sum())
-    replicas = max(1, int(np.ceil(target_rows / max(1, rows_per_pass))))
     acc_by_run = {k: g for k, g in accesses.groupby("run_id", sort=False)}
+    by_service = [(s, g) for s, g in runs.groupby("service", sort=True)]
     new_runs, new_acc = [], []
     rows = 0
-    for r in range(replicas):
-        for service, g in runs.groupby("service", sort=True):
+    r = 0
+    # Whole replica services only, so each keeps ≥ 2 runs and ≥ 1 complete run, as validation demands.
+    while rows < target_rows:
+        for service, g in by_service:
+            if rows >= target_rows:
+                break
             pick = g.iloc[rng.integers(0, len(g), len(g))].copy()
+            if not pick["complete"].any():
+                pick.iloc[0] = g.loc[g["complete"]].iloc[0]
             pick = pick.sort_values("started_at", kind="stable")
-            new_ids = [f"{rid}~r{r}-{i}" for i, rid in enumerate(pick["run_id"])]
-            for (_, row), nid in zip(pick.iterrows(), new_ids):
+            for i, (_, row) in enumerate(pick.iterrows()):
+                nid = f"{row['run_id']}~r{r}-{i}"
                 a = acc_by_run.get(row["run_id"])
-                if a is None or rows >= target_rows:
-                    continue
+                if a is None:
+                    a = accesses.iloc[0:0]
                 stretch = rng.lognormal(0, 0.1)
-                keep = rng.random(len(a)) >= 0.02
-                a = a[keep].copy()
+                a = a[rng.random(len(a)) >= 0.02].copy()
                 a["run_id"] = nid
                 a["first_ns"] = (a["first_ns"].to_numpy() * stretch).astype(np.int64)
                 rows += len(a)
@@ -265,10 +274,12 @@ def scale_up(runs: pd.DataFrame, accesses: pd.DataFrame, target_rows: int, seed:
                 rec = row.copy()
                 rec["run_id"] = nid
                 rec["service"] = f"{service}~r{r}"
+                rec["started_at"] = rec["started_at"] + pd.Timedelta(seconds=i)
                 if pd.notna(rec["ready_ns"]):
                     rec["ready_ns"] = int(rec["ready_ns"] * stretch)
                 rec["agent_version"] = SYNTHETIC_AGENT_VERSION
                 new_runs.append(rec)
+        r += 1
     out_runs = pd.DataFrame(new_runs).reset_index(drop=True)
     return _conform(out_runs, RUNS), _conform(pd.concat(new_acc, ignore_index=True), ACCESSES)
 
