@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 import time
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def _rejections_total() -> float:
 def test_property_every_put_names_a_valid_list(rig, annotations: dict[str, str]) -> None:
     annotations.setdefault(A.IMAGES_KEY, "nginx")
     n = len(rig["fake"].prefetch_puts())
-    rig["injector"].on_run_pod_sandbox(pod(annotations))
+    rig["injector"].on_run_pod_sandbox(pod(annotations, pid=uuid.uuid4().hex))
     for put in rig["fake"].prefetch_puts()[n:]:
         for entry in json.loads(put.body):
             assert normalize_image_ref(entry["image"]) == entry["image"]
@@ -205,3 +206,4 @@ def test_garbage_collection_keeps_recent_files(rig) -> None:
     (path,) = rig["config"].list_dir.glob("*.list")
     assert inj.collect_garbage() == 0 and path.exists()
     assert inj.collect_garbage(max_age_s=-1) == 1 and not path.exists()
+
