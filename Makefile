@@ -48,8 +48,10 @@ test-unit: venv
 test-e2e: venv testbed-deps
 	$(VENV)/bin/pytest -ra -m e2e $(PYTEST_ARGS)
 
-run: venv testbed-deps
-	$(VENV)/bin/prefetch-advisor build data
+# The main job: learn every service's list from data/ into out/lists, then the held-out evaluation.
+run: venv
+	$(VENV)/bin/prefetch-advisor build data --store out/lists
+	$(VENV)/bin/prefetch-advisor evaluate data
 
 # Regenerates protobuf code (recipe owned by agent/nri). Message code only, no gRPC stubs.
 # NRI/ttrpc: paths relative to the repo root keep the descriptor names unique.
