@@ -97,7 +97,7 @@ class AgentProcess:
         config.list_dir.mkdir(parents=True, exist_ok=True)
         self.store = TraceStore(state)
         self.history = ImageHistory()
-        self.history.load(_recent_runs(self.store))
+        self.history.load(self.store.recent_images())
         self.tracer = Tracer(self.store, config.trace)
         self.cri = ImageDigestClient(config.cri_socket)
         self.digests = DigestResolver(self.cri.image_digest)
@@ -128,14 +128,6 @@ class AgentProcess:
             except Exception:
                 log.exception("event=close_failed part=%s", type(part).__name__)
         log.info("event=agent_stopped")
-
-
-def _recent_runs(store) -> list[tuple[str, str, str | None]]:
-    runs = store.read_runs()
-    if runs.empty:
-        return []
-    runs = runs[runs.image_ref_normalized.fillna("") != ""].sort_values("started_at")
-    return list(zip(runs.service, runs.image_ref_normalized, runs.image_digest.where(runs.image_digest.notna(), None)))
 
 
 def show_runs(state_dir: Path, as_json: bool) -> int:

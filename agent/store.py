@@ -19,13 +19,15 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agent.trace import schema
+
+if TYPE_CHECKING:  # pandas costs the agent ~40 MiB of RSS; only readers of the store need it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +102,10 @@ class TraceStore:
     def run_ids(self) -> list[str]:
         return sorted(p.stem for p in self.runs_dir.glob("*.parquet"))
 
-    def read_runs(self) -> pd.DataFrame:
+    def read_runs(self) -> "pd.DataFrame":
         return _read_dir(self.runs_dir, schema.RUNS)
 
-    def read_accesses(self) -> pd.DataFrame:
+    def read_accesses(self) -> "pd.DataFrame":
         # Only accesses of committed runs: an orphan file from a crash mid-commit is ignored.
         committed = {p.name for p in self.runs_dir.glob("*.parquet")}
         files = [p for p in sorted(self.accesses_dir.glob("*.parquet")) if p.name in committed]
@@ -142,15 +144,26 @@ class TraceStore:
             _to_table(table, schema.INVENTORY),
         )
 
-    def read_inventory(self) -> pd.DataFrame:
+    def read_inventory(self) -> "pd.DataFrame":
         return _read_dir(self.inventory_dir, schema.INVENTORY)
 
 
-def _read_dir(directory: Path, table_schema: pa.Schema) -> pd.DataFrame:
+    def recent_images(self) -> list[tuple[str, str, str | None]]:
+        """(service, normalised image ref, digest) of every stored run, oldest first, without pandas."""
+        files = sorted(self.runs_dir.glob("*.parquet"))
+        if not files:
+            return []
+        columns = ["started_at", "service", "image_ref_normalized", "image_digest"]
+        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+        rows = sorted(zip(*(table.column(c).to_pylist() for c in columns)), key=lambda r: r[0])
+        return [(service, ref, digest) for _, service, ref, digest in rows if ref]
+
+
+def _read_dir(directory: Path, table_schema: pa.Schema) -> "pd.DataFrame":
     return _read_files(sorted(directory.glob("*.parquet")), table_schema)
 
 
-def _read_files(files: list[Path], table_schema: pa.Schema) -> pd.DataFrame:
+def _read_files(files: list[Path], table_schema: pa.Schema) -> "pd.DataFrame":
     if not files:
         return table_schema.empty_table().to_pandas()
     tables = [pq.read_table(f, schema=table_schema) for f in files]

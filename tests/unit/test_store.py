@@ -80,3 +80,17 @@ def test_store_keys_cannot_escape(tmp_path):
     assert store.has_inventory("sha256:../../etc")
     assert not (tmp_path.parent / "etc.parquet").exists()
     assert len(list(store.inventory_dir.iterdir())) == 1
+
+
+def test_recent_images_oldest_first_and_only_with_refs(tmp_path):
+    store = TraceStore(tmp_path)
+    late = {**_run("r2"), "started_at": datetime(2026, 1, 2, tzinfo=timezone.utc),
+            "image_ref_normalized": "docker.io/x/b:1", "image_digest": "sha256:b"}
+    early = {**_run("r1"), "image_ref_normalized": "docker.io/x/a:1", "image_digest": None}
+    store.write_run(late, [])
+    store.write_run(early, [])
+    store.write_run({**_run("r3"), "image_ref_normalized": ""}, [])
+    assert store.recent_images() == [
+        ("default/web/app", "docker.io/x/a:1", None),
+        ("default/web/app", "docker.io/x/b:1", "sha256:b"),
+    ]

@@ -1,0 +1,133 @@
+"""Agent overhead on a real containerd: container start latency with and without the agent, NRI
+handler latency as the stub measures it, and the agent's footprint after many pods.
+
+One run, side by side: blocks of pods without the agent alternate with blocks with it (the agent
+process is started before and stopped after each "with" block), so drift of the machine hits both.
+Start latency is the wall time of `crictl start` (StartContainer: containerd waits for every NRI
+plugin's answer before it starts the task), and of the whole runp+create+start sequence.
+
+usage: sudo .venv/bin/python bench/agent_overhead.py [--blocks 4] [--pods 15] [--footprint-pods 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from testbed.containerd import Testbed  # noqa: E402
+from tests.e2e.agent_harness import RunningAgent, container_cfg, pod_cfg  # noqa: E402
+
+COMMAND = ["/bin/sh", "-c", "cat /data/a.txt /data/b.txt > /dev/null"]
+
+
+def one_pod(tb: Testbed, name: str) -> tuple[float, float]:
+    began = time.perf_counter()
+    pod_id = tb.run_pod(pod_cfg(name, labels={"app": name.rsplit("-", 1)[0]}))
+    ctr = tb.create_container(pod_id, container_cfg("main", COMMAND))
+    t0 = time.perf_counter()
+    tb.start(ctr)
+    start_s = time.perf_counter() - t0
+    total_s = time.perf_counter() - began
+    tb.wait_exit(ctr)
+    tb.crictl("stopp", pod_id)
+    tb.crictl("rmp", "--force", pod_id)
+    return start_s, total_s
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def machine() -> str:
+    model = "unknown cpu"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{model}, {os.cpu_count()} cores, kernel {os.uname().release}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--pods", type=int, default=15, help="pods per block")
+    parser.add_argument("--footprint-pods", type=int, default=50)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("agent_overhead: needs root (containerd, fanotify)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+    tb = Testbed().up()
+    try:
+        for i in range(3):  # warm containerd, runc and the page cache before measuring anything
+            one_pod(tb, f"warm-{i}")
+        without: dict[str, list[float]] = {"start": [], "total": []}
+        with_agent: dict[str, list[float]] = {"start": [], "total": []}
+        handler_us: dict[str, list[int]] = {}
+        for block in range(args.blocks):
+            for i in range(args.pods):
+                s, t = one_pod(tb, f"bare{block}-{i}")
+                without["start"].append(s)
+                without["total"].append(t)
+            agent = RunningAgent(tb, work / f"state{block}", "[trace]\nquiescence_s = 0.3\n").start()
+            try:
+                for i in range(args.pods):
+                    s, t = one_pod(tb, f"traced{block}-{i}")
+                    with_agent["start"].append(s)
+                    with_agent["total"].append(t)
+            finally:
+                agent.stop()
+            for handler, us in re.findall(r"event=nri_handled handler=(\S+) us=(\d+) outcome=ok", agent.log_text()):
+                handler_us.setdefault(handler, []).append(int(us))
+
+        # Footprint: one agent process through many pods.
+        agent = RunningAgent(tb, work / "footprint", "[trace]\nquiescence_s = 0.3\n").start()
+        try:
+            one_pod(tb, "fp-warm-0")
+            rss_start, fds_start = agent.rss_bytes(), agent.fd_count()
+            rss_mid = rss_start
+            for i in range(args.footprint_pods):
+                one_pod(tb, f"fp-{i}")
+                if i == args.footprint_pods // 5:
+                    rss_mid = agent.rss_bytes()
+            time.sleep(1.0)  # let the last runs be finalised
+            rss_end, fds_end, children = agent.rss_bytes(), agent.fd_count(), agent.children()
+        finally:
+            agent.stop()
+    finally:
+        tb.down()
+
+    print(f"machine: {machine()}")
+    print(f"\n## Container start latency ({args.blocks} blocks x {args.pods} pods each way, alternating)\n")
+    print("| measure | without agent (median) | with agent (median) | ratio with/without |")
+    print("|---|---|---|---|")
+    for key, label in (("start", "crictl start (StartContainer)"), ("total", "runp + create + start")):
+        a, b = statistics.median(without[key]), statistics.median(with_agent[key])
+        print(f"| {label} | {a * 1000:.1f} ms | {b * 1000:.1f} ms | {b / a:.3f} |")
+    print("\n## NRI handler latency (dispatch to answer ready, measured by the stub)\n")
+    print("| handler | calls | p50 | p99 | max |")
+    print("|---|---|---|---|---|")
+    for handler, values in sorted(handler_us.items()):
+        print(f"| {handler} | {len(values)} | {pct(values, 0.5) / 1000:.2f} ms | {pct(values, 0.99) / 1000:.2f} ms "
+              f"| {max(values) / 1000:.2f} ms |")
+    print(f"\n## Agent footprint over {args.footprint_pods} pods\n")
+    print("| measure | after 1 pod | after 20% | at end |")
+    print("|---|---|---|---|")
+    print(f"| RSS | {rss_start / 2**20:.1f} MiB | {rss_mid / 2**20:.1f} MiB | {rss_end / 2**20:.1f} MiB |")
+    print(f"| open fds | {fds_start} | | {fds_end} |")
+    print(f"| child processes | | | {len(children)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
