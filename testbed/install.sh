@@ -33,7 +33,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # ---------------------------------------------------------------- apt packages
 APT_PKGS=(runc busybox-static python3-venv python3-pip iproute2 util-linux procps psmisc
-          ca-certificates make git tar debootstrap)
+          ca-certificates make git tar debootstrap gcc libc6-dev)  # gcc: test workloads, bench readers
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
