@@ -238,7 +238,7 @@ class BoundedRunner:
                 return
             try:
                 call.fn(*call.args)
-            except Exception:
+            except BaseException:  # even SystemExit from a handler must not shrink the pool
                 call.failed = True
                 log.exception("event=nri_handler_failed answered=ok handler=%s %s", call.label, call.ids)
             finally:
