@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Iterable
 
 import pyarrow as pa
@@ -15,10 +17,13 @@ from agent.trace.recorder import (
     F_PATH,
     F_SEQ,
     F_SIZE,
+    DELETED_SUFFIX,
     RunRecorder,
     kinds_string,
     path_text,
 )
+
+log = logging.getLogger(__name__)
 
 # Runs that ended for one of these reasons saw the whole window they were meant to see.
 PROPER_ENDS = frozenset({"stop", "exit", "window"})
@@ -40,6 +45,50 @@ def quiescence_ready_ns(first_ns: Iterable[int], end_ns: int, gap_ns: int) -> in
     return times[-1] if end_ns - times[-1] >= gap_ns else None
 
 
+def resolve_files(rec: RunRecorder) -> None:
+    """Normalise paths and decide from_image and size from the overlay layers, in place.
+
+    Run by the finaliser as soon as a run ends, while the container's upper dir still exists.
+    from_image is False for a path present in the upper dir (created or copied up, i.e. modified,
+    by the container at any time during the run) or deleted while open; size comes from the
+    topmost layer holding the path. Without an overlay, from_image stays unknown (None) and the
+    size is the one read from the event fd.
+    """
+    root = rec.root
+    upper = root.upperdir if root is not None else None
+    lowers = root.lowerdirs if root is not None else ()
+    if upper is not None and not os.path.isdir(upper):
+        log.warning("overlay_upper_gone run_id=%s upper=%r", rec.meta.run_id, upper)
+        upper = None
+        lowers = ()
+    for r in rec.files.values():
+        if r[F_FROM_IMAGE] is not None:
+            continue  # resolved already
+        path = rec.normalise(r[F_PATH])
+        if path.endswith(DELETED_SUFFIX):
+            r[F_PATH] = path[: -len(DELETED_SUFFIX)]
+            r[F_FROM_IMAGE] = False
+            continue
+        r[F_PATH] = path
+        if upper is None:
+            continue
+        try:
+            st = os.lstat(upper + path)
+            r[F_FROM_IMAGE] = False
+            r[F_SIZE] = st.st_size
+            continue
+        except OSError:
+            pass
+        r[F_FROM_IMAGE] = True
+        if r[F_SIZE] < 0:
+            for layer in lowers:
+                try:
+                    r[F_SIZE] = os.lstat(layer + path).st_size
+                    break
+                except OSError:
+                    continue
+
+
 def merged_files(rec: RunRecorder) -> list[list]:
     """Per-path records keyed by the normalised path (a file seen both from inside the container and
     through the host rootfs path is one file), ordered by first access."""
@@ -53,7 +102,10 @@ def merged_files(rec: RunRecorder) -> list[list]:
             cur[F_SEQ], cur[F_FIRST_NS], cur[F_SIZE] = r[F_SEQ], r[F_FIRST_NS], r[F_SIZE]
         cur[F_KINDS] |= r[F_KINDS]
         cur[F_OPENS] += r[F_OPENS]
-        cur[F_FROM_IMAGE] = cur[F_FROM_IMAGE] and r[F_FROM_IMAGE]
+        if cur[F_FROM_IMAGE] is None or r[F_FROM_IMAGE] is None:
+            cur[F_FROM_IMAGE] = cur[F_FROM_IMAGE] if r[F_FROM_IMAGE] is None else r[F_FROM_IMAGE]
+        else:
+            cur[F_FROM_IMAGE] = cur[F_FROM_IMAGE] and r[F_FROM_IMAGE]
     return sorted(by_path.values(), key=lambda r: r[F_SEQ])
 
 
@@ -70,6 +122,7 @@ def resolve_readiness(rec: RunRecorder, files: list[list], gap_ns: int) -> tuple
 def build_run(
     rec: RunRecorder, *, gap_ns: int, min_run_ns: int, agent_version: str, wall_now_ns: int
 ) -> tuple[dict, pa.Table]:
+    resolve_files(rec)
     files = merged_files(rec)
     ready_ns, ready_source = resolve_readiness(rec, files, gap_ns)
     flags = set(rec.flags)

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from agent.trace import fanotify as fan
-from agent.trace.finalise import agent_restart_run, build_run, inflight_record
+from agent.trace.finalise import agent_restart_run, build_run, inflight_record, resolve_files
 from agent.trace.inventory import take_inventory
 from agent.trace.model import RunMeta, TraceConfig
 from agent.trace.mounts import find_container_root
@@ -353,6 +353,7 @@ class _Finaliser(threading.Thread):
                 self.maybe_inventory(digest, rec)
         elif kind == "finish":
             rec = task[1]
+            resolve_files(rec)  # now, before any digest wait: the upper dir goes with the container
             if rec.meta.image_digest is None and rec.meta.container_id in self.digests:
                 rec.meta = rec.meta.replace(image_digest=self.digests[rec.meta.container_id])
             if rec.meta.image_digest is None and self.config.digest_wait_s > 0 and not self.stopping:
