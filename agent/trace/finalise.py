@@ -79,14 +79,19 @@ def resolve_files(rec: RunRecorder) -> None:
             continue
         except OSError:
             pass
-        r[F_FROM_IMAGE] = True
-        if r[F_SIZE] < 0:
-            for layer in lowers:
-                try:
-                    r[F_SIZE] = os.lstat(layer + path).st_size
-                    break
-                except OSError:
-                    continue
+        # In no upper and no lower dir: the container made it and then removed or renamed it
+        # (a temp file, a journal, `x.tmp` renamed to `x`), so it is not an image file either.
+        in_lower = False
+        for layer in lowers:
+            try:
+                st = os.lstat(layer + path)
+            except OSError:
+                continue
+            in_lower = True
+            if r[F_SIZE] < 0:
+                r[F_SIZE] = st.st_size
+            break
+        r[F_FROM_IMAGE] = in_lower if lowers else True
 
 
 def merged_files(rec: RunRecorder) -> list[list]:
