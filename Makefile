@@ -73,3 +73,10 @@ clean:
 	-[ -x $(PY) ] && $(PY) -m testbed down
 	rm -rf .cache/images .pytest_cache out build
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+# Regenerates the trace corpus in data/ (images, recording with the agent, data card); ~20 min, as root.
+# Not part of `make test`; tests/e2e/test_corpus_record.py runs a small version of it.
+CORPUS_ARGS ?=
+.PHONY: corpus
+corpus: venv testbed-deps
+	$(PY) -m corpus record --out data $(CORPUS_ARGS)
