@@ -307,6 +307,7 @@ class Testbed:
         self._base_dir.mkdir(parents=True, exist_ok=True)
         self._dir = Path(tempfile.mkdtemp(prefix="tb-", dir=self._base_dir))
         try:
+            self._save_meta()  # at once: a crash from here on still leaves a reapable instance
             longest = str(self.cri_socket) + ".ttrpc"
             if len(longest) > _SUN_PATH_MAX:
                 raise TestbedError(f"socket path {longest} exceeds {_SUN_PATH_MAX} bytes; "
