@@ -28,7 +28,9 @@ def build_image(recipe: ImageRecipe, cache: Path = DEFAULT_CACHE) -> BuiltImage:
     """Base rootfs (cached debootstrap) + app layer → OCI archive; rebuilt only when either changes."""
     mirror = find_debian_mirror()
     base = build_base(recipe, cache, mirror)
-    key = f"{recipe.base_key(mirror)}-{_app_hash(recipe)}-m"
+    config = ImageConfig(labels={"org.opencontainers.image.title": recipe.name}, working_dir="/opt/app")
+    config_hash = hashlib.sha256(repr(config).encode()).hexdigest()[:6]
+    key = f"{recipe.base_key(mirror)}-{_app_hash(recipe)}-{config_hash}"
     archive = cache / "images" / f"{recipe.name}-{key}.tar"
     meta = archive.with_suffix(".json")
     if archive.is_file() and meta.is_file():
@@ -39,9 +41,6 @@ def build_image(recipe: ImageRecipe, cache: Path = DEFAULT_CACHE) -> BuiltImage:
         old.unlink()
     stage = cache / "stage" / f"{recipe.name}-{os.getpid()}"
     stage_app_layer(recipe, stage)
-    config = ImageConfig(labels={"org.opencontainers.image.title": recipe.name,
-                                 "org.opencontainers.image.description": recipe.notes},
-                         working_dir="/opt/app")
     # Real mtimes, not a normalised 0: Python checks each .pyc against its source's mtime, and an
     # image whose mtimes were zeroed makes every import rewrite its .pyc (a trace artefact).
     built = build_image_archive(recipe.ref, [base, stage], archive, config, mtime=None)

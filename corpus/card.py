@@ -76,12 +76,13 @@ def write_card(out: Path) -> None:
     for name, im in meta["images"].items():
         add(f"- **{name}**: {im['notes']}")
     add("\n**Two versions of one image.** `python:1` (Debian 12) and `python:2` (Debian 13) carry the same "
-        "app layer and packages, but the files move: `/usr/lib/python3.11/…` becomes "
-        "`/usr/lib/python3.13/…`, extension modules change ABI tags (`cpython-311` → `cpython-313`), "
-        "versioned shared libraries are renamed, numpy 1.x → 2.x and pandas 1.5 → 2.x reorganise their "
-        "packages. The python services run first on `python:1` and then, like a rollout, their last "
-        "runs on `python:2` (see `plans.image`), to test transferring a learned list to a new image "
-        "version.\n")
+        "package list and the same app layer, but the files move: `/usr/lib/python3.11/…` becomes "
+        "`/usr/lib/python3.13/…`, extension modules change ABI tag (`cpython-311` → `cpython-313`), "
+        "versioned shared libraries are renamed (e.g. `libexpat.so.1.8.10` → `libexpat.so.1.13.0`, "
+        "`libz.so.1.2.13` → `libz.so.1.3.1`, libssl3 → libssl3t64), and numpy 1.24 → 2.2 and pandas "
+        "1.5 → 2.2 reorganise their packages. The python services run first on `python:1` and then, "
+        "like a rollout, their last runs on `python:2` (`plans.image`), to test transferring a learned "
+        "list to a new image version.\n")
     add("## Services\n")
     add(f"Each service is one pod (host network, namespace `corpus`, label `app.kubernetes.io/name`) with "
         f"one container `main`; the agent's service key is `corpus/<name>/main`. Readiness: every workload "
@@ -127,8 +128,10 @@ def write_card(out: Path) -> None:
         "flag_agent_restart": "the driver SIGKILLs the agent right after StartContainer and restarts it; "
                               "the in-flight run is recovered from the agent's journal and flagged",
         "flag_late_attach": "the same containers, picked up again by the restarted agent mid-run",
-        "flag_overflow": "none: with FAN_UNLIMITED_QUEUE the kernel never dropped events for these "
-                         "workloads (see the agent's overflow tests for that path)",
+        "flag_overflow": "runs planned as `overflow` (`corpus.json` → `overflows`) run under an agent "
+                         "whose fd limit (RLIMIT_NOFILE) is cut to 48: fanotify installs one fd per "
+                         "event read, so the kernel drops events and the agent flags the run (planned "
+                         "runs that stayed below the limit are not flagged)",
         "flag_runtime_restart": "none (containerd was not restarted during recording)",
     }
     for f in flags:

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--early-exits", type=int, default=1, help="runs per service that crash before ready")
     r.add_argument("--agent-restarts", type=int, default=1,
                    help="runs per service during which the agent is killed and restarted")
+    r.add_argument("--overflows", nargs="*", default=["py-etl=1", "py-numeric=1", "py-api=1"],
+                   metavar="SERVICE=N", help="runs under an fd-starved agent (events dropped)")
     r.add_argument("--seed", type=int, default=20261203)
     r.add_argument("--window", type=float, default=25.0, help="the agent's trace window (s)")
     r.add_argument("--state-dir", type=Path, default=None, help="agent state (default under .cache)")
@@ -103,8 +105,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown services {unknown}; known: {sorted(SERVICES)}")
     specs = [SERVICES[n] for n in names]
+    overflows = {k: int(v) for k, _, v in (o.partition("=") for o in args.overflows)}
     plans = {s.name: plan_runs(s, args.runs, args.seed, early_exits=args.early_exits,
-                               upgrade_runs=args.upgrade_runs, agent_restarts=args.agent_restarts)
+                               upgrade_runs=args.upgrade_runs, agent_restarts=args.agent_restarts,
+                               overflows=overflows.get(s.name, 0))
              for s in specs}
     order = interleave(plans)
     needed = sorted({p.image for p in order})
@@ -140,6 +144,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     meta = {
         "seed": args.seed, "services": names, "runs": args.runs, "upgrade_runs": args.upgrade_runs,
         "early_exits": args.early_exits, "agent_restarts": args.agent_restarts, "window_s": args.window,
+        "overflows": overflows,
         "recorded_at": stamp, "record_s": round(time.monotonic() - t_all, 1),
         "environment": facts,
         "images": {n: {"ref": b.name, "digest": b.manifest_digest, "suite": RECIPES[n].suite,

@@ -71,7 +71,7 @@ RECIPES: dict[str, ImageRecipe] = {
             packages=PY_PACKAGES,
             app="python",
             family="python",
-            notes="Debian 12: python3.11, numpy 1.24, pandas 1.5",
+            notes="Debian 12: python 3.11.2, numpy 1.24.2, pandas 1.5.3, OpenSSL 3.0, zlib 1.2.13",
         ),
         ImageRecipe(
             name="python-v2",
@@ -80,7 +80,8 @@ RECIPES: dict[str, ImageRecipe] = {
             packages=PY_PACKAGES,
             app="python",
             family="python",
-            notes="Debian 13: python3.13, numpy 2.x, pandas 2.x; same app layer as python:1",
+            notes="Debian 13: python 3.13.5, numpy 2.2.4, pandas 2.2.3, OpenSSL 3.5 (libssl3t64), zlib 1.3.1; "
+                  "same packages and app layer as python:1",
         ),
         ImageRecipe(
             name="web-v1",
@@ -90,7 +91,7 @@ RECIPES: dict[str, ImageRecipe] = {
                       "libnginx-mod-stream", "perl", "libhttp-daemon-perl", "libjson-perl"),
             app="web",
             family="web",
-            notes="nginx 1.22 with dynamic modules, perl 5.36 with HTTP::Daemon",
+            notes="nginx 1.22.1 with three dynamic modules, perl 5.36 with HTTP::Daemon and JSON",
         ),
         ImageRecipe(
             name="data-v1",
@@ -99,7 +100,7 @@ RECIPES: dict[str, ImageRecipe] = {
             packages=("redis-server", "redis-tools", "postgresql-15"),
             app="data",
             family="data",
-            notes="redis 7.0, postgresql 15 (a main cluster is baked in by the package)",
+            notes="redis 7.0.15, postgresql 15 (the package bakes a `main` cluster into the image)",
         ),
     )
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -54,6 +55,7 @@ class DriveConfig:
     ready_margin_s: float = 0.5  # hold after ready so the agent's marker poll sees it
     batch_grace_s: float = 20.0  # how long a job may run after ready before it is stopped
     marker_poll_s: float = 0.02
+    overflow_nofile: int = 48  # the agent's fd limit during runs planned as overflows
 
 
 class AgentRunner:
@@ -84,7 +86,10 @@ class AgentRunner:
             lines += [f'[readiness."{s.service_key}"]', f'marker = "{READY_MARKER}"', ""]
         self.config_text = "\n".join(lines)
 
-    def start(self, timeout: float = 15.0) -> None:
+    def start(self, timeout: float = 15.0, nofile: int | None = None) -> None:
+        """Start the agent and wait until containerd synchronized it. `nofile` caps its fd limit
+        (hard and soft): fanotify installs one fd per event read, so a starved agent loses events
+        and must flag the run as overflowed."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text)
         logf = open(self.log_path, "ab")
@@ -93,6 +98,7 @@ class AgentRunner:
             [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
             cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None,
         )
         logf.close()
         deadline = time.monotonic() + timeout
@@ -159,6 +165,9 @@ def execute_run(tb: Testbed, plan: RunPlan, image_ref: str, cfg: DriveConfig,
     pod_cfg = _pod_config(plan, spec)
     t0 = time.monotonic()
     started_unix_ns = time.time_ns()
+    if plan.intent == "overflow" and agent is not None:
+        agent.stop()
+        agent.start(nofile=cfg.overflow_nofile)
     pod_id = tb.run_pod(pod_cfg)
     ready_after: float | None = None
     exited = False
@@ -206,6 +215,9 @@ def execute_run(tb: Testbed, plan: RunPlan, image_ref: str, cfg: DriveConfig,
             tb.remove_pod(pod_id)
         except TestbedError as exc:
             log.warning("remove pod failed pod=%s error=%s", pod_id, exc)
+        if plan.intent == "overflow" and agent is not None:
+            agent.stop()  # graceful: the starved agent finalises its run, then a normal one takes over
+            agent.start()
     return RunOutcome(
         service=plan.service, index=plan.index, image=plan.image, image_ref=image_ref,
         intent=plan.intent, pod=plan.pod_name, pod_uid=pod_cfg["metadata"]["uid"], container_id=cid,

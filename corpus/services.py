@@ -94,7 +94,7 @@ class RunPlan:
     index: int
     image: str  # recipe name
     env: dict[str, str] = field(default_factory=dict)
-    intent: str = "complete"  # complete | early_exit | agent_restart
+    intent: str = "complete"  # complete | early_exit | agent_restart | overflow
 
     @property
     def pod_name(self) -> str:
@@ -247,16 +247,19 @@ def plan_runs(
     early_exits: int = 1,
     upgrade_runs: int = 0,
     agent_restarts: int = 0,
+    overflows: int = 0,
 ) -> list[RunPlan]:
     """The run plans of one service, reproducible from the seed.
 
     complete_runs on the main image; then, if the service has a second image version, upgrade_runs
     on it (a rollout to the new version); early_exits crash before ready (CRASH=1); agent_restarts
-    have the agent killed and restarted while the run is in flight. Incomplete runs are spread
-    through the sequence at seeded positions.
+    have the agent killed and restarted while the run is in flight; overflows run under an agent
+    starved of file descriptors, so fanotify drops events. Incomplete runs are spread through the
+    sequence at seeded positions.
     """
     rng = random.Random(f"{seed}/{service.name}")
-    intents = ["complete"] * complete_runs + ["early_exit"] * early_exits + ["agent_restart"] * agent_restarts
+    intents = (["complete"] * complete_runs + ["early_exit"] * early_exits
+               + ["agent_restart"] * agent_restarts + ["overflow"] * overflows)
     head = intents[:1]  # the first run is always a normal one
     rest = intents[1:]
     rng.shuffle(rest)
