@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 _E2E_DIR = Path(__file__).parent / "e2e"
+_MISSING_IN_CI = pytest.StashKey[str]()
 
 
 def running_in_ci() -> bool:
@@ -45,6 +46,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if reason is None:
         return
     if running_in_ci():
+        item.stash[_MISSING_IN_CI] = reason
         pytest.fail(f"e2e prerequisite missing (CI=true, so this fails): {reason}",
                     pytrace=False)
     pytest.skip(f"e2e prerequisite missing: {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    outcome = yield
+    report = outcome.get_result()
+    # A failure raised during setup would show as ERROR; report it as the test's own FAILURE.
+    if call.when == "setup" and report.failed and _MISSING_IN_CI in item.stash:
+        report.when = "call"
