@@ -59,9 +59,10 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. agent/nri/proto/nri.proto agent/nri/proto/ttrpc.proto
 	$(PY) -m grpc_tools.protoc -I agent/cri/proto --python_out=agent/cri agent/cri/proto/cri.proto
 
+# Every bench/*.py that is a script (has a __main__ guard); helpers like tracer_common.py are not.
 bench: venv testbed-deps
-	@set -e; found=0; for b in bench/bench_*.py; do [ -e "$$b" ] || continue; found=1; \
-	  echo "== $$b"; $(PY) "$$b"; done; [ $$found = 1 ] || echo "no benchmarks yet in bench/"
+	@set -e; found=0; for b in bench/*.py; do grep -q '__main__' "$$b" || continue; found=1; \
+	  echo "== $$b"; PYTHONPATH=. $(PY) "$$b"; done; [ $$found = 1 ] || echo "no benchmarks in bench/"
 
 testbed-up: venv testbed-deps
 	$(PY) -m testbed up
