@@ -108,61 +108,89 @@ def _dirname(paths: pd.Series) -> pd.Series:
 
 
 def build_images(corpus: Corpus, incomplete_weight: float = 0.5) -> dict[str, ImageFiles]:
-    """Dense per-service matrices for every image. Incomplete runs enter history at incomplete_weight."""
+    """Dense per-service matrices for every image. Incomplete runs enter history at incomplete_weight.
+
+    Strings are turned into integer codes once; everything after that is numpy indexing.
+    """
     runs = corpus.runs.reset_index(drop=True)
-    acc = corpus.accesses.merge(runs[["run_id", "service", "image_digest"]], on="run_id", how="inner")
+    acc = corpus.accesses
+    run_row = pd.Index(runs["run_id"]).get_indexer(acc["run_id"])
+    keep = run_row >= 0
+    run_row = run_row[keep]
+    path_code, all_paths = pd.factorize(acc["path"].to_numpy()[keep])
+    first_ns = acc["first_ns"].to_numpy()[keep]
+    size_acc = acc["size"].to_numpy()[keep]
+    before = acc["before_ready"].to_numpy(dtype=bool)[keep]
+    execd_row = acc["kinds"].fillna("").astype(str).str.contains("exec", regex=False).to_numpy()[keep]
+    digest_code, digests = pd.factorize(runs["image_digest"])
+    service_code, service_names = pd.factorize(runs["service"])
+    started = _ns(runs["started_at"])
+    complete_all = runs["complete"].to_numpy(dtype=bool)
+    ready_all = runs["ready_ns"].astype("float64").to_numpy()
+    run_ids_all = runs["run_id"].to_numpy()
+    acc_digest = digest_code[run_row]
     inv = corpus.files
+    inv_by_digest = {d: g for d, g in inv.groupby("image_digest", sort=False)}
+    order = np.argsort(acc_digest, kind="stable")
+    bounds = np.searchsorted(acc_digest[order], np.arange(len(digests) + 1))
     out: dict[str, ImageFiles] = {}
-    for digest, a in acc.groupby("image_digest", sort=True):
-        codes, paths = pd.factorize(a["path"], sort=True)
-        paths = np.asarray(paths, dtype=object)
-        inv_i = inv.loc[inv["image_digest"] == digest]
+    for di, digest in enumerate(digests):
+        sel = order[bounds[di]:bounds[di + 1]]
+        if len(sel) == 0:
+            continue
+        uniq, col = np.unique(path_code[sel], return_inverse=True)
+        paths = np.asarray(all_paths[uniq], dtype=object)
+        u = len(paths)
+        inv_i = inv_by_digest.get(digest, inv.iloc[0:0])
         inv_by_path = inv_i.drop_duplicates("path").set_index("path")
         size = inv_by_path["size"].reindex(paths).to_numpy(dtype="float64")
-        acc_size = a.groupby(codes)["size"].max().reindex(np.arange(len(paths))).to_numpy(dtype="float64")
+        acc_size = np.zeros(u)
+        np.maximum.at(acc_size, col, size_acc[sel].astype("float64"))
         size = np.where(np.isnan(size), acc_size, size)
         mode = inv_by_path["mode"].reindex(paths).fillna(0).to_numpy(dtype=np.int64)
-        kinds_col = a["kinds"].fillna("").astype(str)
-        exec_any = pd.Series(kinds_col.str.contains("exec").to_numpy()).groupby(codes).any().reindex(np.arange(len(paths)), fill_value=False).to_numpy()
+        exec_any = np.zeros(u, bool)
+        exec_any[col[execd_row[sel]]] = True
         ps = pd.Series(paths, dtype="str")
         dirs = _dirname(ps)
-        inv_dir_counts = _dirname(inv_i["path"]).value_counts()
         dir_codes, dir_names = pd.factorize(dirs)
+        inv_dir_counts = _dirname(inv_i["path"]).value_counts()
         seen_counts = np.bincount(dir_codes, minlength=len(dir_names))
         dir_files = np.maximum(inv_dir_counts.reindex(dir_names).fillna(0).to_numpy(), seen_counts).astype(np.float32)
         services: dict[str, ServiceHistory] = {}
-        a = a.assign(_code=codes)
-        img_runs = runs.loc[runs["image_digest"] == digest]
-        for service, r in img_runs.groupby("service", sort=True):
-            r = r.sort_values("started_at", kind="stable")
-            row_of = pd.Series(np.arange(len(r)), index=r["run_id"].to_numpy())
-            sa = a.loc[a["service"] == service]
-            rows = row_of.reindex(sa["run_id"].to_numpy()).to_numpy()
-            cols = sa["_code"].to_numpy()
-            n, u = len(r), len(paths)
-            before = sa["before_ready"].to_numpy(dtype=bool)
+        img_runs = np.flatnonzero(digest_code == di)
+        rr = run_row[sel]
+        for sc in np.unique(service_code[img_runs]):
+            srows = img_runs[service_code[img_runs] == sc]
+            srows = srows[np.argsort(started[srows], kind="stable")]
+            local = np.full(len(runs), -1, np.int64)
+            local[srows] = np.arange(len(srows))
+            mine = local[rr] >= 0
+            rows, cols = local[rr[mine]], col[mine]
+            b = before[sel][mine]
+            n = len(srows)
             need = np.zeros((n, u), bool)
-            need[rows[before], cols[before]] = True
+            need[rows[b], cols[b]] = True
             late = np.zeros((n, u), bool)
-            late[rows[~before], cols[~before]] = True
+            late[rows[~b], cols[~b]] = True
             late &= ~need
             t_all = np.full((n, u), np.nan, np.float32)
-            t_all[rows, cols] = sa["first_ns"].to_numpy() / 1e6
+            t_all[rows, cols] = first_ns[sel][mine] / 1e6
             t_ms = np.where(need, t_all, np.nan).astype(np.float32)
+            # Rank of each needed file in its run's first-access order, as a fraction of the run's needs.
             rank = np.full((n, u), np.nan, np.float32)
-            seq_rank = sa.loc[before].groupby("run_id")["first_ns"].rank(method="first").to_numpy()
             per_run = np.maximum(need.sum(axis=1), 1)
-            rank[rows[before], cols[before]] = seq_rank / per_run[rows[before]]
+            key = np.where(need, t_ms, np.inf)
+            pos = np.argsort(np.argsort(key, axis=1, kind="stable"), axis=1, kind="stable").astype(np.float32) + 1
+            rank[need] = (pos / per_run[:, None])[need]
             execd = np.zeros((n, u), bool)
-            ex = sa["kinds"].fillna("").astype(str).str.contains("exec").to_numpy()
+            ex = execd_row[sel][mine]
             execd[rows[ex], cols[ex]] = True
-            complete = r["complete"].to_numpy(dtype=bool)
-            services[service] = ServiceHistory(
-                service=service, image_digest=digest, run_ids=r["run_id"].to_numpy(),
-                started=_ns(r["started_at"]),
+            complete = complete_all[srows]
+            name = str(service_names[sc])
+            services[name] = ServiceHistory(
+                service=name, image_digest=digest, run_ids=run_ids_all[srows], started=started[srows],
                 complete=complete, weight=np.where(complete, 1.0, incomplete_weight),
-                ready_ns=r["ready_ns"].astype("float64").to_numpy(), need=need, late=late,
-                t_ms=t_ms, t_all=t_all, rank=rank, execd=execd,
+                ready_ns=ready_all[srows], need=need, late=late, t_ms=t_ms, t_all=t_all, rank=rank, execd=execd,
             )
         out[digest] = ImageFiles(
             digest=digest, paths=paths, size=size, kind=file_kind(ps, mode, exec_any),

@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 class StartupModel:
     """fit(X, need, log_t_ms, weight) / predict(X) -> (p_need, t_ms)."""
 
-    def __init__(self, max_iter: int = 80, learning_rate: float = 0.15, max_leaf_nodes: int = 15,
-                 max_train_rows: int = 200_000, n_threads: int = 1, random_state: int = 0) -> None:
+    def __init__(self, max_iter: int = 60, learning_rate: float = 0.2, max_leaf_nodes: int = 15,
+                 max_train_rows: int = 100_000, n_threads: int = 1, random_state: int = 0) -> None:
         self.max_iter = max_iter
         self.max_leaf_nodes = max_leaf_nodes
         # One OpenMP thread: on a shared 2-core node more threads spin against each other and the
@@ -43,10 +43,16 @@ class StartupModel:
         if len(X) == 0:
             raise ValueError("no training examples (every service needs at least 2 runs)")
         rng = np.random.default_rng(self.random_state)
-        if len(X) > self.max_train_rows:  # bounded fit time; a uniform sample keeps class balance
-            keep = np.sort(rng.choice(len(X), self.max_train_rows, replace=False))
+        # Weights enter as a weighted sample (Efraimidis-Spirakis keys u^(1/w), top rows kept), not as
+        # sample_weight: weighted binning in HistGradientBoosting costs more than the whole fit.
+        if weight is not None or len(X) > self.max_train_rows:
+            w = np.ones(len(X)) if weight is None else np.asarray(weight, dtype=float)
+            keep_n = min(self.max_train_rows, int((w > 0).sum()))
+            keys = np.log(rng.random(len(X))) / np.where(w > 0, w, np.nan)
+            keys = np.nan_to_num(keys, nan=-np.inf)
+            keep = np.sort(np.argpartition(-keys, keep_n - 1)[:keep_n]) if keep_n < len(X) else np.flatnonzero(w > 0)
             X, need, log_t_ms = X[keep], need[keep], log_t_ms[keep]
-            weight = None if weight is None else weight[keep]
+        weight = None
         self.n_train_rows = len(X)
         need = need.astype(bool)
         if need.all() or not need.any():

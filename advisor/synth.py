@@ -285,8 +285,15 @@ def scale_up(runs: pd.DataFrame, accesses: pd.DataFrame, target_rows: int, seed:
 
 
 def parametric_rows(target_rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """A parametric corpus of about target_rows accesses (more images and services, same model)."""
+    """A parametric corpus of at least target_rows accesses: more images and services, same model,
+    trimmed to whole services just past the target."""
     base = generate(SynthSpec(seed=seed))
     per_service = len(base[1]) / base[0]["service"].nunique()
-    images = max(3, int(np.ceil(target_rows / per_service / 3)))
-    return generate(SynthSpec(images=images, services_per_image=3, seed=seed))
+    images = max(3, int(np.ceil(1.15 * target_rows / per_service / 3)))
+    runs, acc, inv = generate(SynthSpec(images=images, services_per_image=3, seed=seed))
+    per = acc.merge(runs[["run_id", "service"]], on="run_id").groupby("service", sort=True).size()
+    cum = per.cumsum()
+    keep = cum.index[: int(np.searchsorted(cum.to_numpy(), target_rows)) + 1]
+    runs = runs.loc[runs["service"].isin(keep)].reset_index(drop=True)
+    acc = acc.loc[acc["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+    return runs, acc, inv.loc[inv["image_digest"].isin(runs["image_digest"])].reset_index(drop=True)
