@@ -50,10 +50,15 @@ if [ ! -x "$CACHE/busybox/bin/busybox" ]; then
   log "extracting busybox-static into $CACHE/busybox"
   tmp="$(mktemp -d)"
   (cd "$tmp" && apt-get -o APT::Sandbox::User=root download -qq busybox-static >/dev/null)
+  dpkg-deb -x "$tmp"/busybox-static_*.deb "$tmp/x"
+  # Debian 12 ships /bin/busybox, Debian 13 (merged /usr) /usr/bin/busybox.
+  bb=""
+  for cand in "$tmp/x/bin/busybox" "$tmp/x/usr/bin/busybox"; do [ -f "$cand" ] && bb="$cand" && break; done
+  [ -n "$bb" ] || die "busybox-static .deb has neither /bin/busybox nor /usr/bin/busybox"
   rm -rf "$CACHE/busybox"
-  dpkg-deb -x "$tmp"/busybox-static_*.deb "$CACHE/busybox"
+  mkdir -p "$CACHE/busybox/bin"
+  install -m 0755 "$bb" "$CACHE/busybox/bin/busybox"
   rm -rf "$tmp"
-  [ -x "$CACHE/busybox/bin/busybox" ] || die "busybox-static .deb has no /bin/busybox"
 fi
 
 # ---------------------------------------------------------------- containerd >= 1.7 with NRI
