@@ -33,7 +33,8 @@ class RunningAgent:
     """One agent process with its own state dir and config; stopped with SIGTERM on exit."""
 
     def __init__(self, testbed: Testbed, state_dir: Path, config: str = "", snapshotter_socket: Path | None = None,
-                 plugin_index: str = "50") -> None:
+                 plugin_index: str = "50", agent_config: str = "") -> None:
+        """`config` is TOML appended after the [agent] and [inject] tables; `agent_config` adds keys to [agent]."""
         self.testbed = testbed
         self.state_dir = state_dir
         self.log_path = state_dir.parent / f"{state_dir.name}-agent.log"
@@ -46,14 +47,18 @@ class RunningAgent:
             f'cri_socket = "{testbed.cri_socket}"\n'
             f'plugin_index = "{plugin_index}"\n'
             f'node = "testbed-node"\n'
-            "[inject]\n"
-            f'snapshotter_socket = "{snap}"\n'
+            + agent_config
+            + ("\n" if agent_config and not agent_config.endswith("\n") else "")
+            + "[inject]\n"
+            + f'snapshotter_socket = "{snap}"\n'
             + config
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._registrations_seen = 0
 
     def start(self, timeout: float = 20.0) -> "RunningAgent":
+        if self.proc is not None:
+            raise RuntimeError("this RunningAgent was started already")
         self._log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(

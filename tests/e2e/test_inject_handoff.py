@@ -50,11 +50,8 @@ def free_port() -> int:
 
 
 def make_agent(testbed, tmp_path: Path, sock: Path, metrics_port: int = 0) -> RunningAgent:
-    agent = RunningAgent(testbed, tmp_path / "state", snapshotter_socket=sock)
-    if metrics_port:
-        text = agent.config_path.read_text().replace("[agent]\n", f"[agent]\nmetrics_port = {metrics_port}\n", 1)
-        agent.config_path.write_text(text)
-    return agent  # started by `with`
+    extra = f"metrics_port = {metrics_port}\n" if metrics_port else ""
+    return RunningAgent(testbed, tmp_path / "state", snapshotter_socket=sock, agent_config=extra)  # started by `with`
 
 
 def metric(port: int, name: str, labels: str) -> float:
