@@ -113,6 +113,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     print(f"export CONTAINER_RUNTIME_ENDPOINT=unix://{state['cri_socket']}")
     print(f"export IMAGE_SERVICE_ENDPOINT=unix://{state['cri_socket']}")
     print(f"export PATH={shlex.quote(crictl_dir)}:$PATH")
+    # For the agent: `--nri-socket "$TESTBED_DIR/nri.sock" --cri-socket "$TESTBED_DIR/containerd.sock"`.
+    print(f"export TESTBED_DIR={shlex.quote(str(Path(state['cri_socket']).parent))}")
     return 0
 
 
