@@ -12,6 +12,7 @@ import ctypes.util
 import errno
 import os
 import struct
+import sys
 from collections.abc import Iterator
 
 # <linux/fanotify.h>
@@ -49,13 +50,23 @@ _MASK_FD_PID = struct.Struct("=8xQii")
 
 TRACE_MASK = FAN_OPEN | FAN_OPEN_EXEC | FAN_ACCESS
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# PyDLL, not CDLL: these calls keep the GIL. They take microseconds, and giving the GIL up would let
+# the reader or finaliser thread hold it for up to a switch interval (5 ms) before the NRI handler
+# calling start_run gets it back.
+_libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _fanotify_init = _libc.fanotify_init
 _fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
 _fanotify_init.restype = ctypes.c_int
 _fanotify_mark = _libc.fanotify_mark
 _fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
 _fanotify_mark.restype = ctypes.c_int
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_write = _libc.write
+_write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+_write.restype = ctypes.c_ssize_t
+_SYS_PIDFD_OPEN = 434  # the same number on every architecture (unified syscall table)
+_ONE = (1).to_bytes(8, sys.byteorder)
 
 AT_FDCWD = -100
 
@@ -77,6 +88,20 @@ def fanotify_mark(fd: int, flags: int, mask: int, path: str | bytes, dirfd: int 
     if _fanotify_mark(fd, flags, mask, dirfd, p) < 0:
         err = ctypes.get_errno()
         raise FanotifyError(err, f"fanotify_mark({os.fsdecode(p)}, flags={flags:#x}): {os.strerror(err)}", os.fsdecode(p))
+
+
+def pidfd_open(pid: int) -> int:
+    """os.pidfd_open without releasing the GIL (see _libc)."""
+    fd = _syscall(ctypes.c_long(_SYS_PIDFD_OPEN), ctypes.c_long(pid), ctypes.c_long(0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise ProcessLookupError(err, f"pidfd_open({pid}): {os.strerror(err)}") if err == errno.ESRCH else OSError(err, f"pidfd_open({pid}): {os.strerror(err)}")
+    return fd
+
+
+def eventfd_signal(fd: int) -> None:
+    """Add 1 to an eventfd without releasing the GIL; a full counter (EAGAIN) already means "wake"."""
+    _write(fd, _ONE, 8)
 
 
 def open_filesystem_group(path: str | bytes, mask: int = TRACE_MASK, *, unlimited_queue: bool = True) -> int:

@@ -105,6 +105,8 @@ class RunRecorder:
         self.ready_source: str | None = None
         self.end_ns: int | None = None
         self.end_reason: str | None = None
+        self.pending_end: str | None = None  # the run has ended; its queue is still being drained
+        self.drained = False
         self.ended = threading.Event()
         self.root: ContainerRoot | None = None
         self._prefixes: tuple[bytes, ...] = ()
@@ -153,27 +155,35 @@ class RunRecorder:
         return rec
 
     def drain(self, bufsize: int, max_reads: int, own_pid: int, fd_paths: dict[int, bytes]) -> int:
-        """Read and record up to max_reads buffers; returns events handled (0 = queue empty)."""
+        """Read and record up to max_reads buffers; returns events handled.
+
+        Sets self.drained: True when the queue was seen empty, False when max_reads ran out first.
+        """
         fd = self.group_fd
         handled = 0
+        self.drained = False
         for _ in range(max_reads):
             try:
                 buf = os.read(fd, bufsize)
             except BlockingIOError:
+                self.drained = True
                 break
             except OSError as e:
                 # EMFILE/ENFILE: the kernel dropped the event it could not install an fd for.
                 log.warning("fanotify_read_failed run_id=%s error=%s", self.meta.run_id, e)
                 self.flags.add("overflow")
+                self.drained = True
                 break
             if not buf:
+                self.drained = True
                 break
             handled += self._record(buf, own_pid, fd_paths)
             self.last_event_ns = self.clock()
             if self.first_event_ns is None:
                 self.first_event_ns = self.last_event_ns
             if len(buf) < bufsize - fan.EVENT_LEN:
-                break  # short read: the queue is (momentarily) empty, skip the EAGAIN round trip
+                self.drained = True  # short read: the queue was empty, skip the EAGAIN round trip
+                break
         self.events += handled
         return handled
 

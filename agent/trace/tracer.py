@@ -12,6 +12,7 @@ Threads:
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import queue
@@ -86,13 +87,16 @@ class Tracer:
             return False
         pidfd = group_fd = -1
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = fan.pidfd_open(pid)
             group_fd = fan.open_filesystem_group(f"/proc/{pid}/root")
         except (OSError, ValueError) as e:
             for fd in (pidfd, group_fd):
                 if fd >= 0:
                     os.close(fd)
-            log.warning("trace_start_failed container=%s pid=%s error=%s", meta.container_id, pid, e)
+            hint = ""
+            if isinstance(e, OSError) and e.errno == errno.EMFILE and pidfd >= 0 and group_fd < 0:
+                hint = " hint=fanotify_group_limit(sysctl fs.fanotify.max_user_groups)"
+            log.warning("trace_start_failed container=%s pid=%s error=%s%s", meta.container_id, pid, e, hint)
             return False
         window_s = meta.window_s if meta.window_s and meta.window_s > 0 else self.config.window_s
         rec = RunRecorder(
@@ -161,7 +165,7 @@ class Tracer:
     # --- reader thread ------------------------------------------------------------------------------
     def _command(self, cmd: tuple[Any, ...]) -> None:
         self._commands.append(cmd)
-        os.eventfd_write(self._wake_fd, 1)
+        fan.eventfd_signal(self._wake_fd)
 
     def _read_loop(self) -> None:
         bufsize, reads, own, fd_paths = self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths
@@ -169,8 +173,12 @@ class Tracer:
             try:
                 for key, _ in self._sel.select(self._next_timeout()):
                     kind, rec = key.data
+                    if rec is not None and rec.end_reason is not None:
+                        continue  # ended earlier in this batch: its fds are closed (maybe reused)
                     if kind is _GROUP:
                         rec.drain(bufsize, reads, own, fd_paths)
+                        if rec.pending_end is not None and rec.drained:
+                            self._finish(rec)
                     elif kind is _PIDFD:
                         self._end(rec, "exit")
                     elif not self._run_commands():
@@ -194,6 +202,8 @@ class Tracer:
             elif cmd[0] == "close":
                 for rec in list(self._registered):
                     self._end(rec, "agent_shutdown")
+                for rec in list(self._registered):
+                    self._finish(rec, drain_all=True)
                 return False
         return True
 
@@ -217,20 +227,34 @@ class Tracer:
         )
 
     def _end(self, rec: RunRecorder, reason: str) -> None:
-        if rec.end_reason is not None:
+        """The run is over (stop, exit, window...). What it queued until now still belongs to it:
+        drain it in the normal rotation (a flood must not stall other runs), then _finish."""
+        if rec.pending_end is not None or rec.end_reason is not None:
             return
         rec.end_ns = self._clock()
-        rec.end_reason = reason
+        rec.pending_end = reason
         rec.ended.set()
-        for fd in (rec.group_fd, rec.pidfd):
-            try:
-                self._sel.unregister(fd)
-            except (KeyError, ValueError):
-                pass
-        # Everything the container did before it ended is already queued; take it all.
-        for _ in range(10_000):
-            if not rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths):
-                break
+        try:
+            self._sel.unregister(rec.pidfd)
+        except (KeyError, ValueError):
+            pass
+        rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths)
+        if rec.drained:
+            self._finish(rec)
+
+    def _finish(self, rec: RunRecorder, drain_all: bool = False) -> None:
+        if rec.end_reason is not None:
+            return
+        if drain_all:
+            for _ in range(100_000):
+                rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths)
+                if rec.drained:
+                    break
+        rec.end_reason = rec.pending_end
+        try:
+            self._sel.unregister(rec.group_fd)
+        except (KeyError, ValueError):
+            pass
         os.close(rec.group_fd)
         os.close(rec.pidfd)
         self._registered.discard(rec)
@@ -243,8 +267,11 @@ class Tracer:
         if not self._registered:
             return None
         now = self._clock()
-        nxt = min(r.deadline_ns for r in self._registered)
-        for r in self._registered:
+        live = [r for r in self._registered if r.pending_end is None]
+        if not live:
+            return None
+        nxt = min(r.deadline_ns for r in live)
+        for r in live:
             if r.marker is not None and r.ready_ns is None:
                 nxt = min(nxt, r.next_marker_poll_ns)
         return max(0.0, (nxt - now) / 1e9)
@@ -255,6 +282,8 @@ class Tracer:
         now = self._clock()
         poll_ns = int(self.config.marker_poll_s * 1e9)
         for rec in list(self._registered):
+            if rec.pending_end is not None:
+                continue
             if now >= rec.deadline_ns:
                 self._end(rec, "window")
             elif rec.marker is not None and rec.ready_ns is None and now >= rec.next_marker_poll_ns:
@@ -266,7 +295,7 @@ class Tracer:
 
     # --- probe threads --------------------------------------------------------------------------------
     def _probe_loop(self, rec: RunRecorder, argv: tuple[str, ...]) -> None:
-        while rec.end_reason is None and rec.ready_ns is None:
+        while not rec.ended.is_set() and rec.ready_ns is None:
             try:
                 rc = subprocess.run(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -278,7 +307,8 @@ class Tracer:
                 log.warning("trace_probe_unusable run_id=%s argv0=%s error=%s", rec.meta.run_id, argv[0], e)
                 return
             if rc == 0:
-                rec.set_ready(self._clock(), "probe")
+                if not rec.ended.is_set():
+                    rec.set_ready(self._clock(), "probe")
                 return
             if rec.ended.wait(self.config.probe_interval_s):
                 return
