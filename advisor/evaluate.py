@@ -16,13 +16,15 @@ import pandas as pd
 from advisor.coldstart import map_paths
 from advisor.features import ImageFiles, ServiceHistory, build_images, labels, origin_features
 from advisor.model import StartupModel
-from advisor.rank import rank_files
+from advisor.rank import collapse_directories, rank_files
 from advisor.simulate import SimParams, simulate, startup_trace
 from advisor.traces import Corpus
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("none", "all", "first_run", "last_run", "union", "frequent", "learned", "oracle")
+# Evaluated next to the required strategies to decide whether directory entries help (docs/decisions.md).
+VARIANTS = ("learned_dirs",)
 BASELINES = ("none", "all", "first_run", "last_run", "union", "frequent")
 
 
@@ -48,14 +50,23 @@ def n_train_runs(svc: ServiceHistory, cfg: AdvisorConfig) -> int:
     return max(cfg.min_train_runs, svc.n - n_test)
 
 
+# Training origins across all services: the model is subsampled to 100k rows anyway, so past this
+# many origins more of them only cost time. Small corpora use every origin.
+ORIGIN_BUDGET = 1500
+
+
 def training_set(images: dict[str, ImageFiles], cutoff: dict[tuple[str, str], int] | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X, need, log_t, weight) from every origin whose target run is complete and before the cutoff."""
+    """(X, need, log_t, weight) from origins whose target run is complete and before the cutoff."""
     xs, ys, ts, ws = [], [], [], []
+    n_groups = sum(len(img.services) for img in images.values())
+    per_service = max(8, ORIGIN_BUDGET // max(n_groups, 1))
     for digest, img in images.items():
         for name, svc in img.services.items():
             stop = svc.n if cutoff is None else cutoff[(digest, name)]
             origins = np.flatnonzero(svc.complete[:stop])
+            if len(origins) > per_service:  # evenly spread over the history, latest always kept
+                origins = origins[np.unique(np.linspace(len(origins) - 1, 0, per_service).round().astype(int))]
             if len(origins) == 0:
                 continue
             of = origin_features(img, svc, origins)
@@ -134,6 +145,29 @@ class ImageCatalog:
 
     ids: np.ndarray
     sizes: np.ndarray
+    files: pd.DataFrame  # path, size, id, dir — in path order
+
+    def expand(self, entries: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Simulation ids and sizes of list entries, a directory standing for its files in path order."""
+        ids, sizes = [], []
+        by_dir = None
+        for path, size, is_dir in zip(entries["path"], entries["size"], entries["is_dir"]):
+            if is_dir:
+                if by_dir is None:
+                    by_dir = {d: g for d, g in self.files.groupby("dir", sort=False)}
+                g = by_dir[path]
+                ids.extend(g["id"].tolist())
+                sizes.extend(g["size"].tolist())
+            else:
+                ids.append(self.path_id[path])
+                sizes.append(size)
+        return np.asarray(ids, np.int64), np.asarray(sizes, np.int64)
+
+    @property
+    def path_id(self) -> dict:
+        if not hasattr(self, "_path_id"):
+            self._path_id = dict(zip(self.files["path"], self.files["id"]))
+        return self._path_id
 
 
 def image_catalog(img: ImageFiles, files: pd.DataFrame) -> ImageCatalog:
@@ -142,7 +176,9 @@ def image_catalog(img: ImageFiles, files: pd.DataFrame) -> ImageCatalog:
     extra = col < 0
     col = col.copy()
     col[extra] = len(img.paths) + np.arange(int(extra.sum()))
-    return ImageCatalog(col.astype(np.int64), inv["size"].to_numpy(np.int64))
+    files_df = pd.DataFrame({"path": inv["path"].to_numpy(), "size": inv["size"].to_numpy(np.int64), "id": col})
+    files_df["dir"] = files_df["path"].str.rpartition("/")[0]
+    return ImageCatalog(col.astype(np.int64), inv["size"].to_numpy(np.int64), files_df)
 
 
 def run_metrics(svc: ServiceHistory, img: ImageFiles, k: int, list_ids: np.ndarray, list_sizes: np.ndarray,
@@ -186,10 +222,14 @@ def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None
     for digest, service, k in it:
         img = images[digest]
         svc = img.services[service]
-        for name in STRATEGIES:
+        for name in STRATEGIES + VARIANTS:
+            cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
             if name == "all":
-                cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
                 ids, sizes = cat.ids, cat.sizes
+            elif name == "learned_dirs":
+                r = learned[(digest, service)][k]
+                r = r.loc[r["include"]]
+                ids, sizes = cat.expand(collapse_directories(r["path"].to_numpy(), r["size"].to_numpy(), cat.files))
             elif name == "learned":
                 r = learned[(digest, service)][k]
                 r = r.loc[r["include"]]
@@ -205,13 +245,19 @@ def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None
     per_run = per_run.merge(oracle.rename(columns={"time_to_ready_s": "oracle_s", "list_bytes": "oracle_bytes"}), on="run_id")
     per_run["startup_vs_oracle"] = per_run["time_to_ready_s"] / per_run["oracle_s"]
     per_run["bytes_vs_oracle"] = per_run["list_bytes"] / per_run["oracle_bytes"].where(per_run["oracle_bytes"] > 0)
+    is_variant = per_run["strategy"].isin(VARIANTS)
     report = {
-        "strategies": summarise(per_run),
+        "strategies": summarise(per_run.loc[~is_variant]),
+        "variants": summarise(per_run.loc[is_variant]),
         "transfer": transfer(corpus, images, model, cfg),
         "params": cfg.as_dict(),
         "data": data_section(corpus, images, cutoff, per_run, model),
     }
     report["goals"] = goals(report)
+    lt = report["strategies"]["learned"]["median_startup_vs_oracle"]
+    ld = report["variants"]["learned_dirs"]["median_startup_vs_oracle"]
+    report["directory_collapse"] = {"learned": lt, "learned_dirs": ld, "helps": bool(ld is not None and lt is not None and ld < lt),
+                                    "rule": "leaf directory, >= 95 % of its files and bytes listed, >= 4 files"}
     return report
 
 
@@ -227,7 +273,8 @@ def summarise(per_run: pd.DataFrame) -> dict:
     """Median per service, then the median over services (each service counts once)."""
     per_service = per_run.groupby(["strategy", "service", "image_digest"])[list(_METRICS)].median()
     out = {}
-    for name in STRATEGIES:
+    present = set(per_run["strategy"])
+    for name in [n for n in STRATEGIES + VARIANTS if n in present]:
         s = per_service.loc[name]
         entry = {f"median_{m}": _num(s[m].median()) for m in _METRICS}
         entry["runs"] = int((per_run["strategy"] == name).sum())
@@ -355,12 +402,12 @@ def goals(report: dict) -> dict:
 
 
 def format_table(report: dict) -> str:
-    head = f"{'strategy':<10} {'startup/oracle':>14} {'bytes/oracle':>12} {'recall(B)':>9} {'prec(B)':>8} {'recall(f)':>9} {'ttr s':>7}"
+    head = f"{'strategy':<12} {'startup/oracle':>14} {'bytes/oracle':>12} {'recall(B)':>9} {'prec(B)':>8} {'recall(f)':>9} {'ttr s':>7}"
     lines = [head, "-" * len(head)]
-    for name, e in report["strategies"].items():
+    for name, e in {**report["strategies"], **report.get("variants", {})}.items():
         def f(v, w, fmt):
             return f"{'-':>{w}}" if v is None else f"{v:>{w}{fmt}}"
-        lines.append(f"{name:<10} {f(e['median_startup_vs_oracle'], 14, '.3f')} {f(e['median_bytes_vs_oracle'], 12, '.3f')} "
+        lines.append(f"{name:<12} {f(e['median_startup_vs_oracle'], 14, '.3f')} {f(e['median_bytes_vs_oracle'], 12, '.3f')} "
                      f"{f(e['median_recall_bytes'], 9, '.3f')} {f(e['median_precision_bytes'], 8, '.3f')} "
                      f"{f(e['median_recall_files'], 9, '.3f')} {f(e['median_time_to_ready_s'], 7, '.3f')}")
     t = report["transfer"]
@@ -370,6 +417,10 @@ def format_table(report: dict) -> str:
                  f"recall(f)={nv.get('median_recall_files')} exact-only recall(B)={nv.get('exact_only_median_recall_bytes')}")
     lines.append(f"cold start, new service on known image: services={ns.get('services')} recall(B)={ns.get('median_recall_bytes')} "
                  f"recall(f)={ns.get('median_recall_files')} siblings' union recall(B)={ns.get('siblings_union_median_recall_bytes')}")
+    dc = report.get("directory_collapse")
+    if dc:
+        lines.append(f"directory collapse: startup/oracle {dc['learned_dirs']} vs {dc['learned']} without: "
+                     f"{'helps' if dc['helps'] else 'does not help; lists keep file entries'}")
     lines.append("")
     for g, v in report["goals"].items():
         lines.append(f"goal {g:<34} {'MET ' if v['met'] else 'MISSED'}  {v['value']}")

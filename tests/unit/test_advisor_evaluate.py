@@ -24,6 +24,8 @@ def report(corpus):
 
 def test_report_shape(report):
     assert set(report["strategies"]) == set(STRATEGIES)
+    assert set(report["variants"]) == {"learned_dirs"}
+    assert "helps" in report["directory_collapse"]
     for e in report["strategies"].values():
         for key in ("median_startup_vs_oracle", "median_bytes_vs_oracle", "median_recall_bytes", "median_precision_bytes"):
             assert key in e

@@ -72,3 +72,38 @@ def test_budget_keeps_the_best_value_per_byte():
 def test_min_prob_floor():
     r = rank_files(np.array(["/a", "/b"], dtype=object), np.array([100, 100]), np.array([0.1, 0.6]), np.array([1.0, 2.0]), P, min_prob=0.5)
     assert r.loc[r["include"], "path"].tolist() == ["/b"]
+
+
+def _inventory():
+    import pandas as pd
+
+    rows = [(f"/usr/lib/mods/m{i}.so", 1000) for i in range(10)]
+    rows += [(f"/usr/lib/mods/sub/s{i}.so", 10) for i in range(2)]  # makes /usr/lib/mods a non-leaf
+    rows += [(f"/usr/share/zoneinfo/z{i}", 100) for i in range(20)]
+    rows += [("/etc/a.conf", 5)]
+    return pd.DataFrame(rows, columns=["path", "size"])
+
+
+def test_collapse_a_nearly_fully_listed_leaf_directory():
+    from advisor.rank import collapse_directories
+
+    inv = _inventory()
+    zones = [f"/usr/share/zoneinfo/z{i}" for i in range(20)]
+    paths = np.array(["/etc/a.conf", *zones], dtype=object)
+    sizes = np.array([5] + [100] * 20)
+    out = collapse_directories(paths, sizes, inv)
+    assert out["path"].tolist() == ["/etc/a.conf", "/usr/share/zoneinfo"]
+    assert out["is_dir"].tolist() == [False, True]
+    assert out["size"].tolist() == [5, 2000]
+
+
+def test_no_collapse_when_part_missing_or_directory_has_subdirectories():
+    from advisor.rank import collapse_directories
+
+    inv = _inventory()
+    mods = [f"/usr/lib/mods/m{i}.so" for i in range(10)]  # all direct files, but sub/ exists
+    zones = [f"/usr/share/zoneinfo/z{i}" for i in range(15)]  # 75 %
+    paths = np.array(mods + zones, dtype=object)
+    out = collapse_directories(paths, np.array([1000] * 10 + [100] * 15), inv)
+    assert not out["is_dir"].any()
+    assert out["path"].tolist() == mods + zones
