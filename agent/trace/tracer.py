@@ -208,7 +208,17 @@ class Tracer:
         return True
 
     def _add(self, rec: RunRecorder) -> None:
-        # Parsing mountinfo happens here, not in start_run: events simply queue until the first drain.
+        # Checks and mountinfo parsing happen here, not in start_run: events queue until the first drain.
+        if self._is_host_root(rec.pid):
+            # A filesystem mark on our own root would record the whole node; drop the run.
+            log.error("trace_refused_host_root run_id=%s container=%s pid=%d", rec.meta.run_id, rec.meta.container_id, rec.pid)
+            os.close(rec.group_fd)
+            os.close(rec.pidfd)
+            rec.ended.set()
+            with self._lock:
+                if self._active.get(rec.meta.container_id) is rec:
+                    del self._active[rec.meta.container_id]
+            return
         rec.attach_root(find_container_root(rec.pid))
         try:
             self._sel.register(rec.group_fd, selectors.EVENT_READ, (_GROUP, rec))
@@ -225,6 +235,14 @@ class Tracer:
             rec.meta.run_id, rec.meta.container_id, rec.meta.service, rec.pid,
             bool(rec.root and rec.root.upperdir), "late_attach" in rec.flags,
         )
+
+    @staticmethod
+    def _is_host_root(pid: int) -> bool:
+        try:
+            theirs, ours = os.stat(f"/proc/{pid}/root"), os.stat("/")
+        except OSError:
+            return False  # gone already: its pidfd ends the run
+        return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
     def _end(self, rec: RunRecorder, reason: str) -> None:
         """The run is over (stop, exit, window...). What it queued until now still belongs to it:
