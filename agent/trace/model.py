@@ -36,6 +36,8 @@ class Readiness:
         if unknown:
             raise ValueError(f"readiness: unknown keys {sorted(unknown)}")
         probe = m.get("probe")
+        if isinstance(probe, str):
+            raise ValueError("readiness.probe must be a list of strings (argv), not one string")
         return cls(marker=m.get("marker"), probe=tuple(probe) if probe is not None else None)
 
 
