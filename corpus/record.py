@@ -55,7 +55,7 @@ class DriveConfig:
     ready_margin_s: float = 0.5  # hold after ready so the agent's marker poll sees it
     batch_grace_s: float = 20.0  # how long a job may run after ready before it is stopped
     marker_poll_s: float = 0.02
-    overflow_nofile: int = 48  # the agent's fd limit during runs planned as overflows
+    overflow_nofile: int = 24  # the agent's fd limit during runs planned as overflows
 
 
 class AgentRunner:

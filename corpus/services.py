@@ -150,6 +150,7 @@ SERVICES: dict[str, ServiceSpec] = {
                                    ("random", 0.4)), "numpy submodules exercised", sep=","),
                 Knob("SAVE", (("none", 0.5), ("npy", 0.2), ("npz", 0.2), ("txt", 0.1)), "result format"),
                 Knob("OPENBLAS_NUM_THREADS", (("1", 0.5), ("2", 0.5)), "BLAS threads"),
+                RangeKnob("BATCHES", 3, 20, "scoring batches after ready (the job's main work)"),
             ),
         ),
         ServiceSpec(
@@ -164,6 +165,8 @@ SERVICES: dict[str, ServiceSpec] = {
                 Knob("SPEC", (("yaml", 0.7), ("json", 0.3)), "spec format"),
                 Knob("TABLE", (("0", 0.6), ("1", 0.4)), "pandas summary table"),
                 RangeKnob("SECTIONS", 2, 16, "sections rendered"),
+                RangeKnob("RECIPIENTS", 500, 1500, "personalised copies after ready (the job's main work)"),
+                Knob("DELIVERY", (("dir", 0.5), ("tar", 0.3), ("zip", 0.2)), "how the copies are packed"),
             ),
         ),
         ServiceSpec(

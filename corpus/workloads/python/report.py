@@ -2,6 +2,7 @@
 
 Ready = spec parsed and templates compiled; then it renders, writes and exits 0.
 Knobs: FORMAT=md|html, SECTIONS, TABLE=0|1 (pandas summary table), SPEC=yaml|json,
+RECIPIENTS (personalised copies rendered after ready), DELIVERY=tar|zip|dir (how copies are packed),
 CRASH=0|1 (template syntax error before ready).
 """
 
@@ -44,9 +45,36 @@ def main() -> None:
     sections = [dict(s, table=table if i == 0 else None) for i, s in
                 enumerate((spec["sections"] * 4)[:n])]
     out = tmpl.render(title=spec["title"], sections=sections)
-    with open(f"/tmp/report.{knob('FORMAT', 'md')}", "w") as f:
+    ext = knob("FORMAT", "md")
+    with open(f"/tmp/report.{ext}", "w") as f:
         f.write(out)
-    print(f"wrote {len(out)} bytes", flush=True)
+    # The job's main work: a personalised copy per recipient, compressed and packed for delivery.
+    import gzip
+    import hashlib
+
+    os.makedirs("/tmp/out", exist_ok=True)
+    manifest = []
+    for i in range(int(knob("RECIPIENTS", "20"))):
+        body = tmpl.render(title=f"{spec['title']} for team {i}", sections=sections).encode() * 200
+        path = f"/tmp/out/report-{i:03d}.{ext}.gz"
+        with open(path, "wb") as f:
+            f.write(gzip.compress(body, compresslevel=9))
+        manifest.append(f"{hashlib.sha256(body).hexdigest()}  {os.path.basename(path)}")
+    with open("/tmp/out/SHA256SUMS", "w") as f:
+        f.write("\n".join(manifest) + "\n")
+    delivery = knob("DELIVERY", "dir")
+    if delivery == "tar":
+        import tarfile
+
+        with tarfile.open("/tmp/reports.tar", "w") as tar:
+            tar.add("/tmp/out", arcname="reports")
+    elif delivery == "zip":
+        import zipfile
+
+        with zipfile.ZipFile("/tmp/reports.zip", "w") as z:
+            for name in sorted(os.listdir("/tmp/out")):
+                z.write(os.path.join("/tmp/out", name), name)
+    print(f"wrote {len(out)} bytes and {len(manifest)} copies ({delivery})", flush=True)
 
 
 if __name__ == "__main__":
