@@ -243,7 +243,17 @@ class Testbed:
 
     @property
     def containerd_pid(self) -> int | None:
-        return self._pid if self._pid and _pid_alive(self._pid) else None
+        """Pid of this instance's running containerd, else None.
+
+        Checked against the command line too: after a crash the recorded pid may belong to an
+        unrelated process by now, and that one must never be signalled.
+        """
+        if not self._pid or not _pid_alive(self._pid):
+            return None
+        argv = _cmdline(self._pid)
+        if self._dir is None or str(self.config_path) not in argv:
+            return None
+        return self._pid
 
     @property
     def ctr_bin(self) -> Path:

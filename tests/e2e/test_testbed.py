@@ -29,10 +29,15 @@ def _cgroup_dirs_named(name: str) -> list[Path]:
 
 def test_seed_workflow_runp_create_start_stop_rm(testbed: Testbed, tmp_path: Path) -> None:
     """The user's workflow with the example yaml files and plain crictl subcommands."""
-    pod_yaml = PODS_DIR / "pod.yaml"
+    # The example files as users run them, except that the pod's log directory moves to this
+    # test's own tmp dir: concurrent sessions on one machine must not share a log file.
+    example = __import__("yaml").safe_load((PODS_DIR / "pod.yaml").read_text())
+    assert example["linux"]["security_context"]["namespace_options"]["network"] == 2
+    text = (PODS_DIR / "pod.yaml").read_text().replace(example["log_directory"],
+                                                         str(tmp_path / "logs"))
+    pod_yaml = tmp_path / "pod.yaml"
+    pod_yaml.write_text(text)
     ctr_yaml = PODS_DIR / "container.yaml"
-    log_dir = Path(__import__("yaml").safe_load(pod_yaml.read_text())["log_directory"])
-    log_dir_existed = log_dir.exists()
     pod_id = testbed.crictl("runp", str(pod_yaml)).stdout.strip()
     assert testbed.crictl("inspectp", "-o", "go-template", "--template",
                           "{{.status.state}}", pod_id).stdout.strip() == "SANDBOX_READY"
@@ -48,8 +53,6 @@ def test_seed_workflow_runp_create_start_stop_rm(testbed: Testbed, tmp_path: Pat
     testbed.crictl("stopp", pod_id)
     testbed.crictl("rmp", pod_id)
     assert pod_id not in testbed.pods()
-    if not log_dir_existed:
-        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def test_container_output_and_exit_code(testbed: Testbed) -> None:
