@@ -70,10 +70,11 @@ def _str_or_none(v) -> str | None:
 
 def _entries(df: pd.DataFrame) -> list[dict]:
     return [
-        {"path": p, "size": int(s), "p_need": round(float(pn), 4), "expected_first_ms": round(float(t), 3),
+        {"path": p, "size": int(s), "p_need": round(float(pn), 4), "p_model": round(float(pm), 4),
+         "expected_first_ms": round(float(t), 3),
          "order_key_ms": round(float(o), 3), "benefit_s": round(float(b), 6), "cost_s": round(float(c), 6),
          "score_s": round(float(n), 6)}
-        for p, s, pn, t, o, b, c, n in zip(df["path"], df["size"], df["p"], df["t_ms"], df["order_key_ms"],
+        for p, s, pn, pm, t, o, b, c, n in zip(df["path"], df["size"], df["p"], df["p_model"], df["t_ms"], df["order_key_ms"],
                                            df["benefit_s"], df["cost_s"], df["net_s"])
     ]
 

@@ -102,7 +102,8 @@ def learned_rankings(model: StartupModel, img: ImageFiles, svc: ServiceHistory |
     for k in ks.tolist():
         sel = of.origin == k
         f = of.file[sel]
-        ranked = rank_files(img.paths[f], img.size[f], p[sel], t_ms[sel], cfg.params, cfg.budget_bytes, cfg.min_prob)
+        ranked = rank_files(img.paths[f], img.size[f], p[sel], t_ms[sel], cfg.params, cfg.budget_bytes, cfg.min_prob,
+                            freq=of.freq[sel], hist_t_ms=of.hist_t_ms[sel])
         ranked["file"] = img.index.get_indexer(ranked["path"])
         out[k] = ranked
     return out
@@ -202,6 +203,24 @@ def run_metrics(svc: ServiceHistory, img: ImageFiles, k: int, list_ids: np.ndarr
     }
 
 
+def strategy_list(name: str, img: ImageFiles, svc: ServiceHistory, k: int, cfg: AdvisorConfig, catalog: ImageCatalog,
+                  ranked: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """(simulation ids, sizes) of strategy or variant `name`'s list for run k, in list order.
+
+    `ranked` is learned_rankings()[k] (needed by the learned strategies only). One place for every
+    strategy, so the notebooks' per-run analysis (advisor.analysis) simulates exactly these lists.
+    """
+    if name == "all":
+        return catalog.ids, catalog.sizes
+    if name in ("learned", "learned_dirs"):
+        r = ranked.loc[ranked["include"]]
+        if name == "learned_dirs":
+            return catalog.expand(collapse_directories(r["path"].to_numpy(), r["size"].to_numpy(), catalog.files))
+        return r["file"].to_numpy(np.int64), r["size"].to_numpy(np.int64)
+    ids = baseline_files(name, svc, k, cfg)
+    return ids, img.size[ids].astype(np.int64)
+
+
 def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None) -> dict:
     """All strategies on all held-out runs; returns the JSON-ready report."""
     images = build_images(corpus, cfg.incomplete_weight)
@@ -224,19 +243,7 @@ def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None
         svc = img.services[service]
         for name in STRATEGIES + VARIANTS:
             cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
-            if name == "all":
-                ids, sizes = cat.ids, cat.sizes
-            elif name == "learned_dirs":
-                r = learned[(digest, service)][k]
-                r = r.loc[r["include"]]
-                ids, sizes = cat.expand(collapse_directories(r["path"].to_numpy(), r["size"].to_numpy(), cat.files))
-            elif name == "learned":
-                r = learned[(digest, service)][k]
-                r = r.loc[r["include"]]
-                ids, sizes = r["file"].to_numpy(np.int64), r["size"].to_numpy(np.int64)
-            else:
-                ids = baseline_files(name, svc, k, cfg)
-                sizes = img.size[ids].astype(np.int64)
+            ids, sizes = strategy_list(name, img, svc, k, cfg, cat, learned[(digest, service)][k])
             m = run_metrics(svc, img, k, ids, sizes, cfg)
             rows.append({"service": service, "image_digest": digest, "run_id": svc.run_ids[k], "k": k,
                          "strategy": name, **m})

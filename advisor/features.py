@@ -204,6 +204,8 @@ class OriginFeatures:
     X: np.ndarray  # (m, len(FEATURES)) float32
     origin: np.ndarray  # (m,) k: features use runs < k
     file: np.ndarray  # (m,) column in ImageFiles.paths
+    freq: np.ndarray | None = None  # (m,) the service's own weighted read-before-ready frequency
+    hist_t_ms: np.ndarray | None = None  # (m,) its weighted mean first-access ms in runs < k (NaN: never)
 
 
 def origin_features(img: ImageFiles, svc: ServiceHistory | None, origins: np.ndarray,
@@ -252,7 +254,9 @@ def origin_features(img: ImageFiles, svc: ServiceHistory | None, origins: np.nda
     s1 = _prefix(lt * wcol)[origins]
     s2 = _prefix(lt * lt * wcol)[origins]
     sr = _prefix(np.where(need, np.nan_to_num(rank, nan=0.0), 0.0) * wcol)[origins]
+    s_lin = _prefix(np.where(need, np.nan_to_num(t_ms, nan=0.0), 0.0) * wcol)[origins]
     with np.errstate(invalid="ignore", divide="ignore"):
+        hist_t_ms = np.where(cnt > 0, s_lin / cnt, np.nan)
         t_mean = np.where(cnt > 0, s1 / cnt, np.nan)
         t_std = np.sqrt(np.maximum(np.where(cnt > 0, s2 / cnt, np.nan) - t_mean**2, 0.0))
         rank_mean = np.where(cnt > 0, sr / cnt, np.nan)
@@ -292,7 +296,8 @@ def origin_features(img: ImageFiles, svc: ServiceHistory | None, origins: np.nda
     ]
     X = np.column_stack([*(np.asarray(c, np.float32) for c in cols), kind_onehot,
                          dir_frac[ko, fo], sib_pop[ko, fo], sib_freq[ko, fo], n_sib[ko]]).astype(np.float32)
-    return OriginFeatures(X=X, origin=origins[ko], file=fo)
+    return OriginFeatures(X=X, origin=origins[ko], file=fo, freq=np.asarray(freq[ko, fo], np.float64),
+                          hist_t_ms=np.asarray(hist_t_ms[ko, fo], np.float64))
 
 
 def labels(svc: ServiceHistory, of: OriginFeatures) -> tuple[np.ndarray, np.ndarray]:

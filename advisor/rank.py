@@ -1,10 +1,19 @@
 """From per-file predictions to an ordered, budgeted prefetch list.
 
-A file is worth prefetching when the stall it is expected to save (its on-demand fetch, weighted by
-the chance it is needed) outweighs the link time it is expected to waste (its transfer, weighted by
-the chance it is not needed): that wasted time is taken from files needed sooner. Files go out in
-order of when they are expected to be needed, each pushed back by the link time it would waste, so a
-big, unlikely file cannot sit in front of small, certain ones.
+Probability: the model's, floored by the file's own observed read frequency for this service. The
+model pools all services and shrinks rarely read files towards zero; the floor keeps a file the
+service itself read in a fifth of its runs at a fifth, while the model can still raise files it has
+reason to expect (siblings, directory, recency).
+
+Inclusion: a file is worth prefetching when the stall it is expected to save (its on-demand fetch:
+a round trip per chunk plus its bytes, weighted by the chance it is needed) outweighs the link time it
+is expected to waste (its bytes and its share of round trips, weighted by the chance it is not
+needed): that waste is taken from the files needed sooner.
+
+Order: two tiers. Files more likely needed than not come first, then the uncertain ones; within a
+tier, by expected need time (the service's own mean first-access time when it has one, else the
+model's estimate), pushed back by the link time the file would waste. So uncertain files never delay
+likely ones, and a big, unlikely file cannot sit in front of small, certain ones.
 """
 
 from __future__ import annotations
@@ -14,18 +23,29 @@ import pandas as pd
 
 from advisor.simulate import SimParams
 
+LIKELY = 0.5  # tier boundary: more likely needed than not
+_TIER_GAP_MS = 1e9
+
 
 def rank_files(paths: np.ndarray, size: np.ndarray, p: np.ndarray, t_ms: np.ndarray, params: SimParams = SimParams(),
-               budget_bytes: float = np.inf, min_prob: float = 0.0) -> pd.DataFrame:
-    """One row per candidate with benefit, cost, net score and `include`; included rows first, in list order."""
+               budget_bytes: float = np.inf, min_prob: float = 0.0, freq: np.ndarray | None = None,
+               hist_t_ms: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per candidate with benefit, cost, net score and `include`; included rows first, in list order.
+
+    p: model probability; t_ms: model first-access estimate; freq / hist_t_ms (optional): the
+    service's own observed frequency and mean first-access time (NaN when never read).
+    """
     size = np.asarray(size, dtype=float)
-    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    p_model = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    p = p_model if freq is None else np.maximum(p_model, np.clip(np.asarray(freq, dtype=float), 0.0, 1.0))
+    t_ms = np.asarray(t_ms, dtype=float)
+    need_ms = t_ms if hist_t_ms is None else np.where(np.isnan(hist_t_ms), t_ms, hist_t_ms)
     ondemand_s = params.fetch_time_s(size)
     wire_s = size / params.bandwidth_Bps + params.rtt_s * np.maximum(1, np.ceil(size / params.chunk_bytes)) / params.prefetch_concurrency
     benefit = p * ondemand_s
     cost = (1.0 - p) * wire_s
     net = benefit - cost
-    df = pd.DataFrame({"path": paths, "size": size.astype(np.int64), "p": p, "t_ms": np.asarray(t_ms, dtype=float),
+    df = pd.DataFrame({"path": paths, "size": size.astype(np.int64), "p": p, "p_model": p_model, "t_ms": need_ms,
                        "benefit_s": benefit, "cost_s": cost, "net_s": net})
     eligible = (net > 0) & (p >= min_prob)
     # Budget: keep the best value per byte first, then order what was kept by need time.
@@ -35,10 +55,9 @@ def rank_files(paths: np.ndarray, size: np.ndarray, p: np.ndarray, t_ms: np.ndar
     within = np.zeros(len(df), bool)
     within[by_value] = cum <= budget_bytes
     df["include"] = eligible & within
-    df["order_key_ms"] = df["t_ms"] + (1.0 - p) * wire_s * 1e3
+    df["order_key_ms"] = np.where(p >= LIKELY, 0.0, _TIER_GAP_MS) + need_ms + (1.0 - p) * wire_s * 1e3
     df = df.sort_values(["include", "order_key_ms", "p"], ascending=[False, True, False], kind="stable")
     return df.reset_index(drop=True)
-
 
 def collapse_directories(paths: np.ndarray, sizes: np.ndarray, inventory: pd.DataFrame, min_share: float = 0.95,
                          min_files: int = 4) -> pd.DataFrame:
@@ -59,7 +78,7 @@ def collapse_directories(paths: np.ndarray, sizes: np.ndarray, inventory: pd.Dat
     nxt_dir = np.where(nxt < len(dirs), dirs[np.minimum(nxt, len(dirs) - 1)], "")
     leaf = pd.Series(~np.char.startswith(nxt_dir.astype(str), np.char.add(dirs, "/")), index=dirs)
     got = listed.groupby("dir").agg(n=("path", "size"), bytes=("size", "sum"))
-    got = got.join(per_dir, rsuffix="_inv", how="inner")
+    got = got.join(per_dir.add_suffix("_inv"), how="inner")
     ok = ((got["n"] / got["n_inv"] >= min_share) & (got["bytes"] / got["bytes_inv"].clip(lower=1) >= min_share)
           & (got["n_inv"] >= min_files) & leaf.reindex(got.index, fill_value=False))
     collapse = set(got.index[ok.to_numpy()])

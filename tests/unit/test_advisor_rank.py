@@ -34,16 +34,35 @@ def test_rare_300mb_file_does_not_delay_200_small_libs_needed_in_the_first_secon
     assert ours.time_to_ready_s <= oracle.time_to_ready_s * 1.01
 
 
-def test_likely_big_file_is_kept_but_ordered_after_the_libs():
+def test_uncertain_big_file_is_kept_but_ordered_after_the_likely_libs():
     paths, size, p, t = _libs()
     paths = np.append(paths, "/usr/share/model/weights.bin")
     size = np.append(size, 300 * MB)
-    p = np.append(p, 0.7)  # worth fetching, but 30 % of the time it is 3 s of wasted link
+    p = np.append(p, 0.45)  # worth fetching (saves 0.45*(287 rtt + 3 s)), but more likely wasted than not
     t = np.append(t, 0.5)
     ranked = rank_files(paths, size, p, t, P)
     chosen = ranked.loc[ranked["include"], "path"].tolist()
     assert chosen[-1] == "/usr/share/model/weights.bin"
     assert len(chosen) == 201
+
+
+def test_uncertain_small_files_go_after_likely_ones():
+    paths = np.array(["/likely_late", "/unsure_early"], dtype=object)
+    r = rank_files(paths, np.array([1000, 1000]), np.array([0.9, 0.3]), np.array([500.0, 1.0]), P)
+    assert r.loc[r["include"], "path"].tolist() == ["/likely_late", "/unsure_early"]
+
+
+def test_own_frequency_floors_the_model_and_history_time_orders():
+    paths = np.array(["/a", "/b"], dtype=object)
+    size = np.array([1000, 1000])
+    # The model says 2 %: below the inclusion point for a one-round-trip file ...
+    r = rank_files(paths, size, np.array([0.02, 0.9]), np.array([5.0, 10.0]), P)
+    assert r.loc[r["include"], "path"].tolist() == ["/b"]
+    # ... but the service read /a in 60 % of its runs, at 0.5 ms on average.
+    r = rank_files(paths, size, np.array([0.02, 0.9]), np.array([5.0, 10.0]), P,
+                   freq=np.array([0.6, 0.9]), hist_t_ms=np.array([0.5, np.nan]))
+    assert r.loc[r["include"], "path"].tolist() == ["/a", "/b"]
+    assert r.set_index("path").loc["/a", "p"] == 0.6 and r.set_index("path").loc["/a", "p_model"] == 0.02
 
 
 def test_order_follows_expected_need_time():
