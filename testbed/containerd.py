@@ -589,6 +589,11 @@ class Testbed:
                                    f"after {timeout}s")
             time.sleep(poll)
 
+    def exec(self, ctr_id: str, *cmd: str, check: bool = True,
+             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a command in a running container (`crictl exec`, synchronous)."""
+        return self.crictl("exec", ctr_id, *cmd, check=check, timeout=timeout)
+
     def logs(self, ctr_id: str) -> str:
         """The container's stdout and stderr as crictl logs shows them."""
         r = self.crictl("logs", ctr_id)

@@ -77,6 +77,8 @@ def test_running_container_can_be_stopped_and_removed(testbed: Testbed) -> None:
     assert _state(testbed, ctr_id) == "CONTAINER_RUNNING"
     pid = testbed.container_pid(ctr_id)
     assert _pid_alive(pid)
+    assert testbed.exec(ctr_id, "cat", "/data/b.txt").stdout == \
+        images.BUSYBOX_DATA_FILES["/data/b.txt"].decode()
     testbed.stop(ctr_id, timeout=0)
     assert _state(testbed, ctr_id) == "CONTAINER_EXITED"
     assert not _pid_alive(pid)
