@@ -43,8 +43,25 @@ def _closeness(old: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, int, tu
     return lead, same, new
 
 
+def _common_dirs(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a.split("/")[1:-1], b.split("/")[1:-1]):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+MIN_SHARED_DIRS = 3  # a moved file must stay under e.g. /usr/lib/python3 to count as the same file
+
+
 def map_paths(old_paths: pd.Series | np.ndarray, new_paths: pd.Series | np.ndarray) -> pd.DataFrame:
-    """For each old path: `new_path` (or None) and `how` in {exact, renamed, unmapped}."""
+    """For each old path: `new_path` (or None) and `how` in {exact, renamed, moved, unmapped}.
+
+    moved: the same file name up to versions, in another directory of the same tree (a package
+    reorganised, e.g. numpy/core/x.py → numpy/_core/x.py): the candidate sharing the longest
+    directory prefix (at least MIN_SHARED_DIRS components), when that best candidate is unique.
+    """
     old = pd.Series(np.asarray(old_paths, dtype=object), dtype="str")
     new = pd.Series(pd.unique(np.asarray(new_paths, dtype=object)), dtype="str")
     exact = old.isin(set(new))
@@ -63,4 +80,21 @@ def map_paths(old_paths: pd.Series | np.ndarray, new_paths: pd.Series | np.ndarr
             best = max(cands, key=lambda c: _closeness(nums, _numbers(c)))
             out.iat[i, 1] = best
             out.iat[i, 2] = "renamed"
+    todo = out["how"].to_numpy() == "unmapped"
+    if todo.any():
+        taken = set(out["new_path"].dropna())
+        free = new[~new.isin(set(old)) & ~new.isin(taken)]
+        by_name: dict[str, list[str]] = {}
+        for p in free:
+            by_name.setdefault(version_key(p.rsplit("/", 1)[1]), []).append(p)
+        for i in np.flatnonzero(todo):
+            o = old.iat[i]
+            cands = by_name.get(version_key(o.rsplit("/", 1)[1]))
+            if not cands:
+                continue
+            scored = sorted(((_common_dirs(o, c), c) for c in cands), reverse=True)
+            best_score, best = scored[0]
+            if best_score >= MIN_SHARED_DIRS and (len(scored) == 1 or scored[1][0] < best_score):
+                out.iat[i, 1] = best
+                out.iat[i, 2] = "moved"
     return out

@@ -296,7 +296,9 @@ def origin_features(img: ImageFiles, svc: ServiceHistory | None, origins: np.nda
     ]
     X = np.column_stack([*(np.asarray(c, np.float32) for c in cols), kind_onehot,
                          dir_frac[ko, fo], sib_pop[ko, fo], sib_freq[ko, fo], n_sib[ko]]).astype(np.float32)
-    return OriginFeatures(X=X, origin=origins[ko], file=fo, freq=np.asarray(freq[ko, fo], np.float64),
+    # A new service has no frequency of its own: its floor is how often its siblings read the file.
+    own_freq = sib_freq if svc is None else freq
+    return OriginFeatures(X=X, origin=origins[ko], file=fo, freq=np.asarray(own_freq[ko, fo], np.float64),
                           hist_t_ms=np.asarray(hist_t_ms[ko, fo], np.float64))
 
 

@@ -30,3 +30,23 @@ def test_map_paths_exact_then_renamed_then_unmapped():
 def test_an_exact_match_is_never_taken_by_a_rename():
     m = map_paths(["/usr/lib/libz.so.1.2"], ["/usr/lib/libz.so.1.2", "/usr/lib/libz.so.1.3"])
     assert m["new_path"].tolist() == ["/usr/lib/libz.so.1.2"]
+
+
+def test_moved_files_follow_a_package_reorganisation():
+    old = ["/usr/lib/python3/dist-packages/numpy/core/__pycache__/fromnumeric.cpython-311.pyc",
+           "/usr/lib/python3/dist-packages/numpy/core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so",
+           "/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so"]
+    new = ["/usr/lib/python3/dist-packages/numpy/_core/__pycache__/fromnumeric.cpython-313.pyc",
+           "/usr/lib/python3/dist-packages/numpy/_core/_multiarray_umath.cpython-313-x86_64-linux-gnu.so",
+           "/usr/share/other/_json.cpython-313-x86_64-linux-gnu.so"]
+    m = map_paths(old, new).set_index("old_path")
+    assert m.iloc[0]["new_path"] == new[0] and m.iloc[0]["how"] == "moved"
+    assert m.iloc[1]["new_path"] == new[1] and m.iloc[1]["how"] == "moved"
+    # Same name, but only "/usr" in common: not the same file.
+    assert m.iloc[2]["how"] == "unmapped"
+
+
+def test_ambiguous_move_is_left_unmapped():
+    old = ["/usr/lib/python3/dist-packages/pkg/a/x.py"]
+    new = ["/usr/lib/python3/dist-packages/pkg/b/x.py", "/usr/lib/python3/dist-packages/pkg/c/x.py"]
+    assert map_paths(old, new)["how"].tolist() == ["unmapped"]
