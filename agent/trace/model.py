@@ -75,7 +75,8 @@ class TraceConfig:
     marker_poll_s: float = 0.05
     probe_interval_s: float = 0.25
     probe_timeout_s: float = 2.0
-    probe_workers: int = 4
+    # Probe threads: one per probed run while it is not ready; more runs than this wait their turn.
+    probe_workers: int = 32
     # How long finalisation waits for set_image_digest() after a run ended without a digest.
     digest_wait_s: float = 5.0
     # Events per read(): each returned event holds an fd until we close it, so keep this well under

@@ -14,7 +14,7 @@ SCHEMA_VERSION = 1
 RUN_FLAGS = ("overflow", "late_attach", "early_exit", "agent_restart", "runtime_restart")
 
 READY_SOURCES = ("marker", "probe", "quiescence", "none")
-END_REASONS = ("stop", "exit", "window", "runtime_restart", "agent_restart")
+END_REASONS = ("stop", "exit", "window", "runtime_restart", "agent_restart", "agent_shutdown")
 
 RUNS = pa.schema(
     [

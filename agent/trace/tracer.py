@@ -27,7 +27,7 @@ from agent.trace import fanotify as fan
 from agent.trace.finalise import agent_restart_run, build_run, inflight_record, resolve_files
 from agent.trace.inventory import take_inventory
 from agent.trace.model import RunMeta, TraceConfig
-from agent.trace.mounts import find_container_root
+from agent.trace.mounts import ContainerRoot, find_container_root
 from agent.trace.recorder import RunRecorder, RunSummary
 
 if TYPE_CHECKING:
@@ -345,7 +345,8 @@ class _Finaliser(threading.Thread):
         self.tasks: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.pending: list[tuple[RunRecorder, int]] = []  # (run, write-anyway deadline)
         self.digests: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self.roots: collections.OrderedDict[str, RunRecorder] = collections.OrderedDict()
+        # container id -> its root mount (layers for the inventory), not the recorder: no file lists kept.
+        self.roots: collections.OrderedDict[str, ContainerRoot] = collections.OrderedDict()
         self.inventories: set[str] = set()
         self.inventory_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-inventory")
         self.stopping = False
@@ -383,22 +384,21 @@ class _Finaliser(threading.Thread):
                     log.error("trace_recover_failed run_id=%s error=%s", inflight.get("run_id"), e)
         elif kind == "begin":
             rec = task[1]
-            self.remember(self.roots, rec.meta.container_id, rec)
+            if rec.root is not None:
+                self.remember(self.roots, rec.meta.container_id, rec.root)
             try:
                 self.store.begin_inflight(inflight_record(rec))
             except Exception as e:
                 log.error("trace_inflight_write_failed run_id=%s error=%s", rec.meta.run_id, e)
             if rec.meta.image_digest:
-                self.maybe_inventory(rec.meta.image_digest, rec)
+                self.maybe_inventory(rec.meta.image_digest, rec.root)
         elif kind == "digest":
             _, cid, digest = task
             self.remember(self.digests, cid, digest)
             for rec, _ in self.pending:
                 if rec.meta.container_id == cid:
                     rec.meta = rec.meta.replace(image_digest=digest)
-            rec = self.roots.get(cid)
-            if rec is not None:
-                self.maybe_inventory(digest, rec)
+            self.maybe_inventory(digest, self.roots.get(cid))
         elif kind == "finish":
             rec = task[1]
             resolve_files(rec)  # now, before any digest wait: the upper dir goes with the container
@@ -444,17 +444,16 @@ class _Finaliser(threading.Thread):
             ",".join(f for f in sorted(k[5:] for k, v in run.items() if k.startswith("flag_") and v)) or "-",
         )
         if rec.meta.image_digest:
-            self.maybe_inventory(rec.meta.image_digest, rec)
+            self.maybe_inventory(rec.meta.image_digest, rec.root)
         if self.on_finished is not None:
             try:
                 self.on_finished(rec.summary())
             except Exception:
                 log.exception("trace_on_finished_failed run_id=%s", rec.meta.run_id)
 
-    def maybe_inventory(self, digest: str, rec: RunRecorder) -> None:
+    def maybe_inventory(self, digest: str, root: ContainerRoot | None) -> None:
         if not self.config.take_inventory or digest in self.inventories:
             return
-        root = rec.root
         if root is None or not root.lowerdirs:
             return
         self.inventories.add(digest)
