@@ -421,13 +421,23 @@ class Testbed:
         raise TestbedError(f"CRI not ready after {self._ready_timeout}s: {last}\n"
                            f"log tail:\n{self.log_tail()}")
 
+    def _wait_containerd_exit(self, pid: int, timeout: float) -> bool:
+        """True once containerd pid has exited (reaped through Popen when it is our child)."""
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        return not _wait_gone([pid], timeout)
+
     def kill_containerd(self) -> None:
         """SIGKILL containerd. Shims and containers keep running, as after a real crash."""
         pid = self.containerd_pid
         if pid is None:
             return
         os.kill(pid, signal.SIGKILL)
-        if _wait_gone([pid], 10):
+        if not self._wait_containerd_exit(pid, 10):
             raise TestbedError(f"containerd pid={pid} survived SIGKILL")
         self._proc = None
         log.info("containerd killed pid=%s", pid)
@@ -438,7 +448,7 @@ class Testbed:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
-        if _wait_gone([pid], timeout):
+        if not self._wait_containerd_exit(pid, timeout):
             log.warning("containerd ignored SIGTERM, killing pid=%s", pid)
             self.kill_containerd()
         self._proc = None
