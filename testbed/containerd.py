@@ -633,11 +633,22 @@ class Testbed:
         self._pod_configs.pop(pod_id, None)
 
     def remove_all_pods(self) -> None:
-        """Remove every pod of this instance (the per-test cleanup)."""
+        """Remove every pod of this instance (the per-test cleanup).
+
+        A pod that vanishes meanwhile (removed by a test's own background work) is fine; any
+        other failure is raised after every pod was tried.
+        """
+        errors: list[str] = []
         for pod_id in self.pods():
             self._seen_ids.add(pod_id)
-            self._seen_ids.update(self.containers(pod_id))
-            self.remove_pod(pod_id)
+            try:
+                self._seen_ids.update(self.containers(pod_id))
+                self.remove_pod(pod_id)
+            except TestbedError as exc:
+                if pod_id in self.pods():
+                    errors.append(str(exc))
+        if errors:
+            raise TestbedError("; ".join(errors))
 
     # ------------------------------------------------------------------ teardown
     def _cgroup_controller_dirs(self) -> list[Path]:
