@@ -309,7 +309,10 @@ class Tracer:
                 # lexists: stat-family calls raise no fanotify event, and an absolute symlink in the
                 # container must not be followed into the host's root.
                 if os.path.lexists(b"/proc/%d/root%s" % (rec.pid, rec.marker)):
-                    rec.set_ready(now, "marker")
+                    # Take what is queued first: those accesses happened before the marker appeared,
+                    # and their first_ns (read time) must not come out later than ready_ns.
+                    rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths)
+                    rec.set_ready(self._clock(), "marker")
 
     # --- probe threads --------------------------------------------------------------------------------
     def _probe_loop(self, rec: RunRecorder, argv: tuple[str, ...]) -> None:
