@@ -136,6 +136,15 @@ def write_card(out: Path) -> None:
     }
     for f in flags:
         add(f"| `{f[5:]}` | {int(runs[f].sum())} | {how.get(f, '')} |")
+    unrecorded = int(plans.run_id.isna().sum()) if plans is not None else 0
+    if unrecorded:
+        failed = meta.get("agent_log", {}).get("trace_start_failed", {})
+        why = "; ".join(f"{n}× `{e}`" for e, n in failed.items()) or "see the agent log"
+        add(f"\n{unrecorded} of {len(plans)} started containers have no run at all (`plans.run_id` is "
+            f"null): the agent could not start tracing them and, failing open, let them run ({why}). "
+            "`fanotify_init` failing with EMFILE is the per-user limit on fanotify groups "
+            "(`fs.fanotify.max_user_groups`, 128), which is shared with anything else tracing on the "
+            "machine as root.")
     add(f"\nIn all {int((~runs.complete).sum())} incomplete runs. `complete` is true only for runs with no "
         "flag that ended by stop, exit or window.\n")
     add("## Checks\n")

@@ -152,6 +152,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                        "notes": RECIPES[n].notes, "packages": list(RECIPES[n].packages)}
                    for n, b in built.items()},
         "summary": summary,
+        "agent_log": agent_log_summary(state_dir.parent / "agent.log"),
     }
     (args.out / "corpus.json").write_text(json.dumps(meta, indent=2) + "\n")
     from corpus.card import write_card
@@ -159,6 +160,28 @@ def cmd_record(args: argparse.Namespace) -> int:
     write_card(args.out)
     print(json.dumps(summary))
     return 0
+
+
+def agent_log_summary(path: Path) -> dict:
+    """Counts of the agent's warning/error events over the recording, e.g. runs it could not trace."""
+    import re
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        if "level=warning" in line or "level=error" in line:
+            m = re.search(r"level=\w+ logger=\S+ (?:event=)?(\S+)", line)
+            name = m.group(1) if m else "?"
+            counts[name] += 1
+            if name == "trace_start_failed":
+                e = re.search(r"error=(.*)$", line)
+                errors[e.group(1)[:120] if e else "?"] += 1
+    return {"warnings": dict(counts), "trace_start_failed": dict(errors)}
 
 
 def _agent_digest(state_dir: Path, built) -> str:
