@@ -90,18 +90,25 @@ def write_card(out: Path) -> None:
         "passed, or for jobs once their input is loaded), configured in the agent as "
         "`[readiness.\"corpus/<name>/main\"] marker = \"/tmp/ready\"`. Servers are stopped 0.5 s after "
         "ready (the agent's marker poll must see it); jobs run to completion and exit.\n")
-    add("| service | image(s) | kind | port | what it does | runs | complete | median ready | median files |")
-    add("|---|---|---|---|---|---|---|---|---|")
-    files_per_run = acc.groupby("run_id").size()
+    add("| service | image(s) | kind | port | what it does | runs | complete | median ready | median image files read | median files created |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    image_files = acc[acc.from_image.fillna(False)].groupby("run_id").size()
+    runtime_files = acc[~acc.from_image.fillna(True)].groupby("run_id").size()
     for s in SERVICES.values():
         r = runs[runs.service == s.service_key]
         if r.empty:
             continue
         comp = r[r.complete]
         ready = comp.ready_ns.median() / 1e9 if len(comp) else float("nan")
-        nfiles = files_per_run.reindex(comp.run_id).median() if len(comp) else float("nan")
+        nfiles = image_files.reindex(comp.run_id).median() if len(comp) else float("nan")
+        nmade = runtime_files.reindex(comp.run_id).fillna(0).median() if len(comp) else float("nan")
         add(f"| `{s.name}` | {', '.join(s.images)} | {'job' if s.batch else 'server'} | {s.port or '–'} | "
-            f"{s.summary} | {len(r)} | {len(comp)} | {ready:.2f} s | {nfiles:.0f} |")
+            f"{s.summary} | {len(r)} | {len(comp)} | {ready:.2f} s | {nfiles:.0f} | {nmade:.0f} |")
+    add(f"\nRun sequence per service: {meta['runs']} normal runs, {meta['early_exits']} early exits and "
+        f"{meta['agent_restarts']} agent restart(s) shuffled (seeded) on its main image; services with a "
+        f"second image version then get {meta['upgrade_runs']} more normal runs on it. Services are "
+        "interleaved round-robin, one pod at a time. A run that the agent picked up again after its "
+        "restart is a second row for the same container (`late_attach`).\n")
     add("\nThe four python services share one image and use different parts of it (stdlib HTTP + "
         "sqlite/jinja2; pandas; numpy; jinja2 + yaml), the web services share nginx/perl, the data "
         "services share redis/postgresql.\n")
