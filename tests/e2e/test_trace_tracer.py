@@ -340,7 +340,6 @@ def test_agent_restart_recovers_inflight_runs(overlay, env, tmp_path):
 
 
 def test_close_finalises_runs_in_flight_and_leaks_no_fd(overlay, tmp_path):
-    before = _open_fds()
     store = TraceStore(tmp_path / "state")
     before = _open_fds()
     tracer = Tracer(store, TraceConfig(digest_wait_s=5))
