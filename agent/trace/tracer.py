@@ -81,6 +81,13 @@ class Tracer:
         Called at START_CONTAINER while the container's pid is still the blocked `runc init`, so the
         entrypoint's first exec is seen. Cost: pidfd_open + fanotify_init + fanotify_mark.
         """
+        try:
+            return self._start_run(meta, pid, late_attach)
+        except Exception:  # fail open: the container starts untraced, the handler answers in time
+            log.exception("trace_start_error container=%s pid=%s", getattr(meta, "container_id", "?"), pid)
+            return False
+
+    def _start_run(self, meta: RunMeta, pid: int, late_attach: bool) -> bool:
         start_ns = self._clock()
         started_at_ns = self._wall()
         if self._closed:
@@ -98,18 +105,23 @@ class Tracer:
                 hint = " hint=fanotify_group_limit(sysctl fs.fanotify.max_user_groups)"
             log.warning("trace_start_failed container=%s pid=%s error=%s%s", meta.container_id, pid, e, hint)
             return False
-        window_s = meta.window_s if meta.window_s and meta.window_s > 0 else self.config.window_s
-        rec = RunRecorder(
-            meta,
-            pid,
-            group_fd,
-            pidfd,
-            start_ns=start_ns,
-            started_at_ns=started_at_ns,
-            window_ns=int(window_s * 1e9),
-            clock=self._clock,
-            late_attach=late_attach,
-        )
+        try:
+            window_s = meta.window_s if meta.window_s and meta.window_s > 0 else self.config.window_s
+            rec = RunRecorder(
+                meta,
+                pid,
+                group_fd,
+                pidfd,
+                start_ns=start_ns,
+                started_at_ns=started_at_ns,
+                window_ns=int(window_s * 1e9),
+                clock=self._clock,
+                late_attach=late_attach,
+            )
+        except BaseException:
+            os.close(group_fd)
+            os.close(pidfd)
+            raise
         with self._lock:
             previous = self._active.get(meta.container_id)
             self._active[meta.container_id] = rec
@@ -214,6 +226,7 @@ class Tracer:
             log.error("trace_refused_host_root run_id=%s container=%s pid=%d", rec.meta.run_id, rec.meta.container_id, rec.pid)
             os.close(rec.group_fd)
             os.close(rec.pidfd)
+            rec.end_reason = "refused"  # a later stop/end for it is a no-op (its fds are gone)
             rec.ended.set()
             with self._lock:
                 if self._active.get(rec.meta.container_id) is rec:

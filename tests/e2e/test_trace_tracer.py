@@ -408,3 +408,15 @@ def test_a_process_in_the_host_root_is_not_traced(env):
         p.wait()
     e.tracer.close()
     assert "hostroot" not in e.store.run_ids()
+
+
+def test_bad_meta_fails_open_without_leaking_fds(overlay, env):
+    e = env()
+    p = Jailed(overlay["merged"], "exit 0")
+    before = _open_fds()
+    try:
+        assert e.tracer.start_run(meta("bad").replace(window_s="soon"), p.pid) is False
+    finally:
+        p.go()
+        p.wait()
+    assert _open_fds() == before and e.tracer.active_runs() == 0
