@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from testbed import images
-from testbed.containerd import K8S_NAMESPACE, Testbed, _mount_points_under, _pid_alive
+from testbed.containerd import (K8S_NAMESPACE, Testbed, _all_pids, _cmdline, _mount_points_under,
+                                _pid_alive)
 from testbed.oci import ImageConfig, build_image_archive
 from testbed.paths import REPO_DIR
 
@@ -153,8 +154,8 @@ def test_teardown_leaves_no_mounts_processes_or_cgroups() -> None:
     assert _mount_points_under(d) == []
     assert containerd_pid is not None and not _pid_alive(containerd_pid)
     assert not _pid_alive(ctr_pid)
-    shims = [p for p in os.listdir("/proc") if p.isdigit()
-             and sock.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+    # Processes come and go while we look (other sessions run): _cmdline tolerates that.
+    shims = [p for p in _all_pids() if sock in _cmdline(p)]
     assert shims == []
     assert _cgroup_dirs_named(cgroup_parent) == []
     assert _cgroup_dirs_named(f"{K8S_NAMESPACE}/{ctr_id}") == []
