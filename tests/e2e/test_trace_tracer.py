@@ -412,8 +412,8 @@ def test_a_process_in_the_host_root_is_not_traced(env):
 
 def test_bad_meta_fails_open_without_leaking_fds(overlay, env):
     e = env()
-    p = Jailed(overlay["merged"], "exit 0")
     before = _open_fds()
+    p = Jailed(overlay["merged"], "exit 0")
     try:
         assert e.tracer.start_run(meta("bad").replace(window_s="soon"), p.pid) is False
     finally:
