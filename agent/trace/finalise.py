@@ -58,7 +58,7 @@ def resolve_files(rec: RunRecorder) -> None:
     upper = root.upperdir if root is not None else None
     lowers = root.lowerdirs if root is not None else ()
     if upper is not None and not os.path.isdir(upper):
-        log.warning("overlay_upper_gone run_id=%s upper=%r", rec.meta.run_id, upper)
+        log.warning("event=overlay_upper_gone run_id=%s upper=%r", rec.meta.run_id, upper)
         upper = None
         lowers = ()
     for r in rec.files.values():
@@ -114,14 +114,54 @@ def merged_files(rec: RunRecorder) -> list[list]:
     return sorted(by_path.values(), key=lambda r: r[F_SEQ])
 
 
+def marker_written_ns(rec: RunRecorder) -> int | None:
+    """When the marker reached the upper dir, for a marker we never saw appear while running.
+
+    A workload that renames its marker into place (no open of the final name) and exits before
+    the next poll leaves only this trace of becoming ready: the file's mtime in the upper dir.
+    """
+    marker = rec.meta.readiness.marker if rec.meta.readiness else None
+    upper = rec.root.upperdir if rec.root is not None else None
+    if not marker or upper is None:
+        return None
+    try:
+        st = os.lstat(upper + os.fsencode(marker))
+    except OSError:
+        return None
+    end_rel = (rec.end_ns or rec.start_ns) - rec.start_ns
+    return min(max(0, st.st_mtime_ns - rec.started_at_ns), end_rel)
+
+
 def resolve_readiness(rec: RunRecorder, files: list[list], gap_ns: int) -> tuple[int | None, str]:
     if rec.ready_ns is not None:
         return rec.ready_ns, rec.ready_source or "none"
+    marker_ns = marker_written_ns(rec)
+    if marker_ns is not None:
+        return marker_ns, "marker"
     if rec.meta.readiness is not None:
         return None, "none"  # a configured signal never fired: not ready, and we do not guess
     end_rel = (rec.end_ns or rec.start_ns) - rec.start_ns
     ready = quiescence_ready_ns((f[F_FIRST_NS] for f in files), end_rel, gap_ns)
     return ready, ("quiescence" if ready is not None else "none")
+
+
+def run_identity(rec: RunRecorder) -> dict:
+    """The columns that say which run this is; the same in a finished run and its journal entry."""
+    m = rec.meta
+    return {
+        "run_id": m.run_id,
+        "service": m.service,
+        "namespace": m.namespace,
+        "pod": m.pod,
+        "pod_uid": m.pod_uid,
+        "container": m.container,
+        "container_id": m.container_id,
+        "image_ref": m.image_ref,
+        "image_ref_normalized": m.image_ref_normalized,
+        "image_digest": m.image_digest,
+        "node": m.node,
+        "started_at": rec.started_at_ns,
+    }
 
 
 def build_run(
@@ -137,18 +177,7 @@ def build_run(
         flags.add("early_exit")
     m = rec.meta
     run = {
-        "run_id": m.run_id,
-        "service": m.service,
-        "namespace": m.namespace,
-        "pod": m.pod,
-        "pod_uid": m.pod_uid,
-        "container": m.container,
-        "container_id": m.container_id,
-        "image_ref": m.image_ref,
-        "image_ref_normalized": m.image_ref_normalized,
-        "image_digest": m.image_digest,
-        "node": m.node,
-        "started_at": rec.started_at_ns,
+        **run_identity(rec),
         "ended_at": rec.started_at_ns + duration if rec.end_ns is not None else wall_now_ns,
         "end_reason": rec.end_reason,
         "exit_code": None,  # a pidfd on a non-child cannot tell; the runtime knows
@@ -181,20 +210,8 @@ def build_run(
 
 def inflight_record(rec: RunRecorder) -> dict:
     """What the store journals at run start, so a restarted agent can close the run (agent_restart)."""
-    m = rec.meta
     return {
-        "run_id": m.run_id,
-        "service": m.service,
-        "namespace": m.namespace,
-        "pod": m.pod,
-        "pod_uid": m.pod_uid,
-        "container": m.container,
-        "container_id": m.container_id,
-        "image_ref": m.image_ref,
-        "image_ref_normalized": m.image_ref_normalized,
-        "image_digest": m.image_digest,
-        "node": m.node,
-        "started_at": rec.started_at_ns,
+        **run_identity(rec),
         "window_ns": rec.window_ns,
         "late_attach": "late_attach" in rec.flags,
     }

@@ -65,7 +65,7 @@ def merge_layers(lowerdirs: Iterable[bytes]) -> dict[bytes, tuple[os.stat_result
     hidden: set[bytes] = set()  # whiteouts: the entry itself disappears too
     for layer in lowerdirs:
         if not os.path.isdir(layer):
-            log.warning("inventory_layer_missing layer=%r", layer)
+            log.warning("event=inventory_layer_missing layer=%r", layer)
             continue
         new_sealed: set[bytes] = set()
         new_hidden: set[bytes] = set()
@@ -76,7 +76,7 @@ def merge_layers(lowerdirs: Iterable[bytes]) -> dict[bytes, tuple[os.stat_result
             try:
                 entries = list(os.scandir(abs_dir or b"/"))
             except OSError as e:
-                log.warning("inventory_dir_unreadable dir=%r error=%s", abs_dir, e)
+                log.warning("event=inventory_dir_unreadable dir=%r error=%s", abs_dir, e)
                 continue
             for entry in entries:
                 name = entry.name

@@ -53,7 +53,7 @@ def parse_mountinfo(text: bytes) -> list[MountEntry]:
                 )
             )
         except (ValueError, IndexError):
-            log.debug("mountinfo_line_skipped line=%r", line[:200])
+            log.debug("event=mountinfo_line_skipped line=%r", line[:200])
     return out
 
 
@@ -97,12 +97,12 @@ def find_container_root(pid: int, own_mountinfo: bytes | None = None) -> Contain
     try:
         theirs = parse_mountinfo(_read(f"/proc/{pid}/mountinfo"))
     except OSError as e:
-        log.info("container_root_unreadable pid=%d error=%s", pid, e)
+        log.info("event=container_root_unreadable pid=%d error=%s", pid, e)
         return None
     # The last entry mounted on "/" is the one visible (later mounts stack on earlier ones).
     roots = [m for m in theirs if m.mount_point == b"/"]
     if not roots:
-        log.info("container_root_not_found pid=%d", pid)
+        log.info("event=container_root_not_found pid=%d", pid)
         return None
     root = roots[-1]
     upper: bytes | None = None
@@ -114,7 +114,7 @@ def find_container_root(pid: int, own_mountinfo: bytes | None = None) -> Contain
         relative = [p for p in (upper, *lowers) if p and not p.startswith(b"/")]
         if relative:
             # containerd shortens long option strings with relative layer paths; we cannot resolve them.
-            log.warning("overlay_relative_layers pid=%d example=%r", pid, relative[0])
+            log.warning("event=overlay_relative_layers pid=%d example=%r", pid, relative[0])
             upper = upper if upper and upper.startswith(b"/") else None
             lowers = tuple(p for p in lowers if p.startswith(b"/"))
     try:

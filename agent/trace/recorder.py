@@ -170,7 +170,7 @@ class RunRecorder:
                 break
             except OSError as e:
                 # EMFILE/ENFILE: the kernel dropped the event it could not install an fd for.
-                log.warning("fanotify_read_failed run_id=%s error=%s", self.meta.run_id, e)
+                log.warning("event=fanotify_read_failed run_id=%s error=%s", self.meta.run_id, e)
                 self.flags.add("overflow")
                 self.drained = True
                 break

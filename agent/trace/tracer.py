@@ -57,7 +57,7 @@ class Tracer:
         self._bufsize = self.config.read_events * fan.EVENT_LEN
         nofile = fan.raise_nofile_limit(self.config.read_events * 4 + 1024)
         if nofile < self.config.read_events * 2:
-            log.warning("nofile_limit_low limit=%d read_events=%d", nofile, self.config.read_events)
+            log.warning("event=nofile_limit_low limit=%d read_events=%d", nofile, self.config.read_events)
         self._lock = threading.Lock()
         self._active: dict[str, RunRecorder] = {}
         self._commands: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -84,7 +84,7 @@ class Tracer:
         try:
             return self._start_run(meta, pid, late_attach)
         except Exception:  # fail open: the container starts untraced, the handler answers in time
-            log.exception("trace_start_error container=%s pid=%s", getattr(meta, "container_id", "?"), pid)
+            log.exception("event=trace_start_error container=%s pid=%s", getattr(meta, "container_id", "?"), pid)
             return False
 
     def _start_run(self, meta: RunMeta, pid: int, late_attach: bool) -> bool:
@@ -103,7 +103,7 @@ class Tracer:
             hint = ""
             if isinstance(e, OSError) and e.errno == errno.EMFILE and pidfd >= 0 and group_fd < 0:
                 hint = " hint=fanotify_group_limit(sysctl fs.fanotify.max_user_groups)"
-            log.warning("trace_start_failed container=%s pid=%s error=%s%s", meta.container_id, pid, e, hint)
+            log.warning("event=trace_start_failed container=%s pid=%s error=%s%s", meta.container_id, pid, e, hint)
             return False
         try:
             window_s = meta.window_s if meta.window_s and meta.window_s > 0 else self.config.window_s
@@ -126,7 +126,7 @@ class Tracer:
             previous = self._active.get(meta.container_id)
             self._active[meta.container_id] = rec
         if previous is not None:
-            log.info("trace_run_replaced container=%s run_id=%s", meta.container_id, previous.meta.run_id)
+            log.info("event=trace_run_replaced container=%s run_id=%s", meta.container_id, previous.meta.run_id)
             self._command(("end", previous, "stop"))
         self._command(("add", rec))
         return True
@@ -151,7 +151,7 @@ class Tracer:
             for rec in self._active.values():
                 rec.flags.add("runtime_restart")
             n = len(self._active)
-        log.info("trace_runtime_disconnected inflight_runs=%d", n)
+        log.info("event=trace_runtime_disconnected inflight_runs=%d", n)
 
     def active_runs(self) -> int:
         with self._lock:
@@ -223,7 +223,7 @@ class Tracer:
         # Checks and mountinfo parsing happen here, not in start_run: events queue until the first drain.
         if self._is_host_root(rec.pid):
             # A filesystem mark on our own root would record the whole node; drop the run.
-            log.error("trace_refused_host_root run_id=%s container=%s pid=%d", rec.meta.run_id, rec.meta.container_id, rec.pid)
+            log.error("event=trace_refused_host_root run_id=%s container=%s pid=%d", rec.meta.run_id, rec.meta.container_id, rec.pid)
             os.close(rec.group_fd)
             os.close(rec.pidfd)
             rec.end_reason = "refused"  # a later stop/end for it is a no-op (its fds are gone)
@@ -237,14 +237,14 @@ class Tracer:
             self._sel.register(rec.group_fd, selectors.EVENT_READ, (_GROUP, rec))
             self._sel.register(rec.pidfd, selectors.EVENT_READ, (_PIDFD, rec))
         except (OSError, ValueError) as e:
-            log.warning("trace_register_failed run_id=%s error=%s", rec.meta.run_id, e)
+            log.warning("event=trace_register_failed run_id=%s error=%s", rec.meta.run_id, e)
         self._registered.add(rec)
         self._finaliser.submit(("begin", rec))
         readiness = rec.meta.readiness
         if readiness is not None and getattr(readiness, "probe", None):
             self._probes.submit(self._probe_loop, rec, tuple(readiness.probe))
         log.info(
-            "trace_run_started run_id=%s container=%s service=%s pid=%d overlay=%s late_attach=%s",
+            "event=trace_run_started run_id=%s container=%s service=%s pid=%d overlay=%s late_attach=%s",
             rec.meta.run_id, rec.meta.container_id, rec.meta.service, rec.pid,
             bool(rec.root and rec.root.upperdir), "late_attach" in rec.flags,
         )
@@ -339,7 +339,7 @@ class Tracer:
             except subprocess.TimeoutExpired:
                 rc = None
             except OSError as e:
-                log.warning("trace_probe_unusable run_id=%s argv0=%s error=%s", rec.meta.run_id, argv[0], e)
+                log.warning("event=trace_probe_unusable run_id=%s argv0=%s error=%s", rec.meta.run_id, argv[0], e)
                 return
             if rc == 0:
                 if not rec.ended.is_set():
@@ -385,7 +385,7 @@ class _Finaliser(threading.Thread):
                     break
                 self.flush_pending(force=False)
             except Exception:
-                log.exception("trace_finaliser_error task=%s", task[0] if task else None)
+                log.exception("event=trace_finaliser_error task=%s", task[0] if task else None)
         self.flush_pending(force=True)
         self.inventory_pool.shutdown(wait=True, cancel_futures=False)
 
@@ -396,9 +396,9 @@ class _Finaliser(threading.Thread):
                 try:
                     run, accesses = agent_restart_run(inflight, self.config.agent_version)
                     self.store.write_run(run, accesses)
-                    log.info("trace_run_recovered run_id=%s container=%s", run["run_id"], run.get("container_id"))
+                    log.info("event=trace_run_recovered run_id=%s container=%s", run["run_id"], run.get("container_id"))
                 except Exception as e:
-                    log.error("trace_recover_failed run_id=%s error=%s", inflight.get("run_id"), e)
+                    log.error("event=trace_recover_failed run_id=%s error=%s", inflight.get("run_id"), e)
         elif kind == "begin":
             rec = task[1]
             if rec.root is not None:
@@ -406,7 +406,7 @@ class _Finaliser(threading.Thread):
             try:
                 self.store.begin_inflight(inflight_record(rec))
             except Exception as e:
-                log.error("trace_inflight_write_failed run_id=%s error=%s", rec.meta.run_id, e)
+                log.error("event=trace_inflight_write_failed run_id=%s error=%s", rec.meta.run_id, e)
             if rec.meta.image_digest:
                 self.maybe_inventory(rec.meta.image_digest, rec.root)
         elif kind == "digest":
@@ -453,10 +453,10 @@ class _Finaliser(threading.Thread):
             )
             self.store.write_run(run, accesses)
         except Exception as e:
-            log.error("trace_run_write_failed run_id=%s error=%s", rec.meta.run_id, e)
+            log.error("event=trace_run_write_failed run_id=%s error=%s", rec.meta.run_id, e)
             return
         log.info(
-            "trace_run_finished run_id=%s container=%s end=%s events=%d files=%d ready_source=%s complete=%s flags=%s",
+            "event=trace_run_finished run_id=%s container=%s end=%s events=%d files=%d ready_source=%s complete=%s flags=%s",
             run["run_id"], run["container_id"], run["end_reason"], rec.events, accesses.num_rows,
             run["ready_source"], run["complete"],
             ",".join(f for f in sorted(k[5:] for k, v in run.items() if k.startswith("flag_") and v)) or "-",
@@ -467,7 +467,7 @@ class _Finaliser(threading.Thread):
             try:
                 self.on_finished(rec.summary())
             except Exception:
-                log.exception("trace_on_finished_failed run_id=%s", rec.meta.run_id)
+                log.exception("event=trace_on_finished_failed run_id=%s", rec.meta.run_id)
 
     def maybe_inventory(self, digest: str, root: ContainerRoot | None) -> None:
         if not self.config.take_inventory or digest in self.inventories:
@@ -484,10 +484,10 @@ class _Finaliser(threading.Thread):
             started = time.monotonic()
             table = take_inventory(digest, lowerdirs)
             self.store.write_inventory(digest, table)
-            log.info("trace_inventory_written digest=%s files=%d took_s=%.2f", digest, table.num_rows, time.monotonic() - started)
+            log.info("event=trace_inventory_written digest=%s files=%d took_s=%.2f", digest, table.num_rows, time.monotonic() - started)
         except Exception as e:
             self.inventories.discard(digest)
-            log.error("trace_inventory_failed digest=%s error=%s", digest, e)
+            log.error("event=trace_inventory_failed digest=%s error=%s", digest, e)
 
     @staticmethod
     def remember(d: collections.OrderedDict, key: str, value: Any, limit: int = 4096) -> None:

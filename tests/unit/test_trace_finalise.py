@@ -121,3 +121,22 @@ def test_readiness_validation():
         Readiness(marker="/a", probe=("true",))
     with pytest.raises(ValueError):
         Readiness.from_mapping({"probe": "wget -q"})
+
+
+def test_marker_renamed_into_place_before_a_quick_exit_is_found_in_the_upper_dir(tmp_path):
+    import os
+
+    upper = tmp_path / "upper"
+    (upper / "tmp").mkdir(parents=True)
+    rec = _rec([(b"/bin/sh", 1, KIND_EXEC | KIND_OPEN, 1, 100, 0)], end_after_ms=40, reason="exit",
+               readiness=Readiness(marker="/tmp/ready"))
+    rec.attach_root(ContainerRoot(dev="0:1", fstype="overlay", upperdir=os.fsencode(upper), host_mount_points=()))
+    run, _ = _build(rec)
+    assert run["ready_ns"] is None and run["ready_source"] == "none"  # no marker: not ready
+    marker = upper / "tmp" / "ready"
+    marker.write_text("ok")
+    written = rec.started_at_ns + 25 * MS
+    os.utime(marker, ns=(written, written))
+    run, _ = _build(rec, min_run_ms=0)
+    assert (run["ready_ns"], run["ready_source"]) == (25 * MS, "marker")
+    assert run["complete"] and not run["flag_early_exit"]
