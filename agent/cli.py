@@ -111,6 +111,7 @@ class AgentProcess:
 
     def run(self) -> None:
         metrics.serve(self.config.metrics_port)
+        _check_fanotify_groups()
         log.info("event=agent_start state_dir=%s nri_socket=%s node=%s", self.config.state_dir,
                  self.config.nri_socket, self.config.node)
         try:
@@ -128,6 +129,22 @@ class AgentProcess:
             except Exception:
                 log.exception("event=close_failed part=%s", type(part).__name__)
         log.info("event=agent_stopped")
+
+
+FANOTIFY_GROUPS = Path("/proc/sys/fs/fanotify/max_user_groups")
+# One fanotify group per running traced container; every root process on the node shares the limit.
+FANOTIFY_GROUPS_WANTED = 512
+
+
+def _check_fanotify_groups() -> None:
+    try:
+        limit = int(FANOTIFY_GROUPS.read_text())
+    except (OSError, ValueError):
+        return
+    if limit < FANOTIFY_GROUPS_WANTED:
+        log.warning("event=fanotify_group_limit_low limit=%d wanted=%d effect=containers_beyond_it_run_untraced "
+                    "hint='sysctl -w fs.fanotify.max_user_groups=%d'", limit, FANOTIFY_GROUPS_WANTED,
+                    FANOTIFY_GROUPS_WANTED * 2)
 
 
 def show_runs(state_dir: Path, as_json: bool) -> int:
