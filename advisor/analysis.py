@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from advisor.evaluate import (STRATEGIES, AdvisorConfig, ImageCatalog, baseline_files, fit_model, image_catalog,
-                              learned_rankings, n_train_runs, run_metrics)
+from advisor.evaluate import (STRATEGIES, VARIANTS, AdvisorConfig, ImageCatalog, fit_model, image_catalog,
+                              learned_rankings, n_train_runs, run_metrics, strategy_list)
 from advisor.features import FEATURES, ImageFiles, build_images, labels, origin_features
 from advisor.model import StartupModel
 from advisor.simulate import SimParams
@@ -342,17 +342,17 @@ def _check_split(h: HeldOut, cfg: AdvisorConfig) -> None:
         raise ValueError(f"config changes the split or the model ({', '.join(diff)}); build a new held_out() for it")
 
 
-def strategy_runs(h: HeldOut, cfg: AdvisorConfig | None = None, strategies: Sequence[str] = STRATEGIES,
+def strategy_runs(h: HeldOut, cfg: AdvisorConfig | None = None, strategies: Sequence[str] = STRATEGIES + VARIANTS,
                   max_runs_per_service: int | None = None, progress: Callable | None = None) -> pd.DataFrame:
     """One row per (test run, strategy) with run_metrics' columns, plus the ratios to the oracle.
 
-    The oracle is always simulated (the ratios need it) but only reported when asked for.
+    Each list comes from evaluate.strategy_list, the function the evaluation report uses. The oracle is always simulated (the ratios need it) but only reported when asked for.
     """
     cfg = h.cfg if cfg is None else cfg
     _check_split(h, cfg)
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s not in STRATEGIES + VARIANTS]
     if unknown:
-        raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+        raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES + VARIANTS)}")
     names = list(dict.fromkeys([*strategies, "oracle"]))
     files = h.corpus.files
     catalogs: dict[str, ImageCatalog] = {}
@@ -362,18 +362,11 @@ def strategy_runs(h: HeldOut, cfg: AdvisorConfig | None = None, strategies: Sequ
     for (digest, service), ks in it:
         img = h.images[digest]
         svc = img.services[service]
-        learned = learned_rankings(h.model, img, svc, ks, cfg) if "learned" in names else {}
+        learned = learned_rankings(h.model, img, svc, ks, cfg) if any(n.startswith("learned") for n in names) else {}
+        cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
         for k in ks.tolist():
             for name in names:
-                if name == "all":
-                    cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
-                    ids, sizes = cat.ids, cat.sizes
-                elif name == "learned":
-                    r = learned[k].loc[learned[k]["include"]]
-                    ids, sizes = r["file"].to_numpy(np.int64), r["size"].to_numpy(np.int64)
-                else:
-                    ids = baseline_files(name, svc, k, cfg)
-                    sizes = img.size[ids].astype(np.int64)
+                ids, sizes = strategy_list(name, img, svc, k, cfg, cat, learned.get(k))
                 m = run_metrics(svc, img, k, ids, sizes, cfg)
                 rows.append({"service": service, "image_digest": digest, "run_id": svc.run_ids[k], "k": k,
                              "strategy": name, **m})

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from advisor import analysis as an
-from advisor.evaluate import STRATEGIES, AdvisorConfig, evaluate, summarise
+from advisor.evaluate import STRATEGIES, VARIANTS, AdvisorConfig, evaluate, summarise
 from advisor.features import FEATURES
 from advisor.synth import SynthSpec, generate
 from advisor.traces import validate
@@ -181,13 +181,16 @@ def per_run(held):
 
 
 def test_strategy_runs_are_what_the_evaluation_report_summarises(synth, per_run):
-    assert summarise(per_run) == evaluate(synth, AdvisorConfig())["strategies"]
+    report = evaluate(synth, AdvisorConfig())
+    variant = per_run["strategy"].isin(VARIANTS)
+    assert summarise(per_run.loc[~variant]) == report["strategies"]
+    assert summarise(per_run.loc[variant]) == report["variants"]
 
 
 def test_strategy_runs_rows_and_ratios(held, per_run):
     tests = held.test_runs()
     n_test = sum(len(k) for k in tests.values())
-    assert n_test > 0 and len(per_run) == n_test * len(STRATEGIES)
+    assert n_test > 0 and len(per_run) == n_test * len(STRATEGIES + VARIANTS)
     oracle = per_run.loc[per_run["strategy"] == "oracle"]
     assert (oracle["startup_vs_oracle"] == 1.0).all() and (oracle["recall_bytes"] == 1.0).all()
     none = per_run.loc[per_run["strategy"] == "none"]
