@@ -4,7 +4,8 @@ It follows the upstream contract in shared/reference/nydus-handoff.md and nothin
   * HTTP/1.1 over a unix socket (default /run/containerd-nydus/system.sock);
   * `PUT /api/v1/prefetch` with a JSON array of {"image", "prefetch"}; the entries go into an
     in-memory map image -> path, the last writer for an image wins;
-  * the handler answers 200 even when the body is malformed (then nothing is stored);
+  * the handler answers 200 even when the body is malformed; the body is decoded the way Go's
+    json.Unmarshal into []map[string]string does, all or nothing (see `_store`);
   * an entry is used once (`consume`, what starting a dedicated nydusd does) and every entry is
     lost on restart.
 Other paths answer 404 and other methods on the prefetch path 405, as a Go mux would.
@@ -50,7 +51,7 @@ class RecordedRequest:
     path: str
     body: str  # decoded with errors="replace": the raw bytes may be anything
     status: int | None  # None when the mode never answered
-    parsed: Any = None  # the JSON body when it was a valid array of entries, else None
+    parsed: Any = None  # the entries stored from this body (upstream's decoding), else None
     epoch: int = 0  # which incarnation (restarts) of the snapshotter saw it
 
 
@@ -167,19 +168,23 @@ class FakeSnapshotter:
 
     # -- the upstream behaviour ------------------------------------------------------------------
     def _store(self, body: bytes) -> Any:
-        """Upstream decodes into a list of {image, prefetch}; on error it stores nothing (still 200)."""
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return None
-        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        """What upstream's handler does with the body; it answers 200 whatever happens here.
+
+        Upstream decodes the whole body into a Go `[]map[string]string` and, only if that succeeds,
+        sets `map[item["image"]] = item["prefetch"]` for every element. So: any decode error (bad
+        JSON, not an array, an element that is not an object or null, a value that is not a string
+        or null) stores nothing at all; a missing field or a null reads as "" and is stored as such
+        (an empty path overwrites an earlier entry for that image, an empty image is a key too);
+        extra fields are ignored; a top-level null is an empty array. Returns the decoded elements
+        (what was stored), or None when nothing was.
+        """
+        decoded = _go_decode_entries(body)
+        if decoded is None:
             return None
         with self._lock:
-            for item in data:
-                image, path = item.get("image"), item.get("prefetch")
-                if isinstance(image, str) and isinstance(path, str):
-                    self.entries[image] = path  # last writer wins
-        return data
+            for item in decoded:
+                self.entries[item.get("image", "")] = item.get("prefetch", "")  # last writer wins
+        return decoded
 
     def consume(self, image: str) -> str | None:
         """What starting a dedicated nydusd for `image` does: take the entry, once."""
@@ -211,6 +216,27 @@ class FakeSnapshotter:
                 return puts
             time.sleep(0.01)
         return self.prefetch_puts()
+
+
+def _go_decode_entries(body: bytes) -> list[dict[str, str]] | None:
+    """json.Unmarshal(body, &[]map[string]string{}): the decoded elements, or None on any error."""
+    try:
+        data = json.loads(body.decode("utf-8", "replace"))  # Go replaces invalid UTF-8, no error
+    except ValueError:
+        return None
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        return None
+    out = []
+    for item in data:
+        if item is None:
+            out.append({})  # a nil map: both fields read as ""
+            continue
+        if not isinstance(item, dict) or not all(v is None or isinstance(v, str) for v in item.values()):
+            return None
+        out.append({k: ("" if v is None else v) for k, v in item.items()})
+    return out
 
 
 def read_record(path: str | os.PathLike[str]) -> list[RecordedRequest]:

@@ -67,6 +67,28 @@ def test_fake_follows_upstream_contract(sock, tmp_path) -> None:
         assert stamps == sorted(stamps)
 
 
+@pytest.mark.parametrize(
+    ("body", "stored"),
+    [
+        # Upstream decodes into []map[string]string, all or nothing, then stores each element.
+        (b'[{"image": "a", "prefetch": "/x"}, {"image": 1, "prefetch": "/y"}]', {"old": "/o"}),
+        (b'[{"image": "a", "prefetch": "/x"}, "b"]', {"old": "/o"}),
+        (b'[{"image": "a", "prefetch": null}]', {"old": "/o", "a": ""}),
+        (b'[{"image": "old"}]', {"old": ""}),  # a missing path reads as "" and overwrites
+        (b'[{"prefetch": "/z"}]', {"old": "/o", "": "/z"}),
+        (b'[null]', {"old": "/o", "": ""}),
+        (b'null', {"old": "/o"}),
+        (b'[{"image": "a", "prefetch": "/x", "extra": "ignored"}]', {"old": "/o", "a": "/x"}),
+        (b'[{"image": "a", "prefetch": "/x"}] trailing', {"old": "/o"}),
+    ],
+)
+def test_fake_decodes_bodies_like_upstream(sock, body: bytes, stored: dict[str, str]) -> None:
+    with FakeSnapshotter(sock) as fake:
+        assert raw(sock, "PUT", "/api/v1/prefetch", b'[{"image": "old", "prefetch": "/o"}]') == 200
+        assert raw(sock, "PUT", "/api/v1/prefetch", body) == 200  # 200 whatever the body
+        assert fake.entries == stored
+
+
 def test_fake_restart_loses_entries_and_changes_socket(sock) -> None:
     with FakeSnapshotter(sock) as fake:
         raw(sock, "PUT", "/api/v1/prefetch", b'[{"image": "a", "prefetch": "/x"}]')
