@@ -9,9 +9,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import logs, metrics
 from agent.config import AgentConfig, ConfigError, load_file
+
+if TYPE_CHECKING:
+    from agent.nri import Launch
 
 log = logging.getLogger("agent")
 
@@ -61,9 +65,15 @@ def _config(args: argparse.Namespace) -> AgentConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent.nri import launched_by_runtime
+
     logs.setup(args.log_level)
     config = _config(args)
-    agent = AgentProcess(config)
+    try:
+        launch = launched_by_runtime()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    agent = AgentProcess(config, launch)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -78,9 +88,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 class AgentProcess:
-    """Assembles the agent's parts from a config and runs the NRI stub until stopped."""
+    """Assembles the agent's parts from a config and runs the NRI stub until stopped.
 
-    def __init__(self, config: AgentConfig) -> None:
+    Started by hand (or by systemd) it dials ``nri_socket`` and reconnects whenever containerd
+    restarts. Installed as ``<plugin_path>/<idx>-<name>`` it is launched by containerd instead: it
+    then serves the inherited connection, takes its name and index from the runtime, gets the
+    drop-in ``<plugin_config_path>/<idx>-<name>.conf`` through Configure, and exits when that
+    connection closes (containerd launches it again when it comes back).
+    """
+
+    def __init__(self, config: AgentConfig, launch: "Launch | None" = None) -> None:
         # Imported here so `prefetch-agent runs` works without the runtime-side dependencies.
         from advisor.lists import ListStore
         from agent.cri.client import DigestResolver, ImageDigestClient
@@ -106,14 +123,16 @@ class AgentProcess:
         self.injector = PrefetchInjector(config, ListStore(config.advisor_store_dir), self.snapshotter,
                                          self.history.recent)
         self.plugin = PrefetchAgent(config, self.tracer, self.injector, self.digests, self.history)
-        self.stub = Stub(self.plugin, config.nri_socket, config.plugin_name, config.plugin_index,
-                         handler_budget_s=config.handler_budget_s, observe=metrics.observe_handler)
+        name, idx = (launch.name, launch.idx) if launch else (config.plugin_name, config.plugin_index)
+        self.stub = Stub(self.plugin, config.nri_socket, name, idx, handler_budget_s=config.handler_budget_s,
+                         observe=metrics.observe_handler, preconnected=launch.sock if launch else None)
+        self.launched = launch is not None
 
     def run(self) -> None:
         metrics.serve(self.config.metrics_port)
         _check_fanotify_groups()
         log.info("event=agent_start state_dir=%s nri_socket=%s node=%s", self.config.state_dir,
-                 self.config.nri_socket, self.config.node)
+                 "launched_by_runtime" if self.launched else self.config.nri_socket, self.config.node)
         try:
             self.stub.run()
         finally:

@@ -17,6 +17,7 @@ share state should still guard it.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import re
@@ -397,6 +398,46 @@ def validate_registration(name: str, idx: str) -> None:
         raise ValueError(f"NRI plugin index must be exactly two digits like '05', got {idx!r}")
 
 
+PLUGIN_NAME_ENV = "NRI_PLUGIN_NAME"
+PLUGIN_IDX_ENV = "NRI_PLUGIN_IDX"
+PLUGIN_SOCKET_ENV = "NRI_PLUGIN_SOCKET"
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """How the runtime launched us: our name, index and the inherited connection."""
+
+    name: str
+    idx: str
+    sock: socket.socket
+
+
+def launched_by_runtime(environ: dict[str, str] | None = None) -> Launch | None:
+    """The pre-connected socket the runtime passed, or None when we were started by hand.
+
+    containerd's NRI launches each ``<plugin_path>/<idx>-<name>`` executable with an environment of
+    exactly these three variables, the socket being an inherited fd number (3), and sends the file
+    ``<plugin_config_path>/<idx>-<name>.conf`` (or ``<name>.conf``) as Configure's config. That is
+    the only way a runtime passes a plugin config: plugins that dial the socket get an empty one.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(PLUGIN_SOCKET_ENV, "")
+    if not value:
+        return None
+    try:
+        fd = int(value)
+    except ValueError:
+        raise ValueError(f"{PLUGIN_SOCKET_ENV} must be an fd number, got {value!r}") from None
+    name, idx = env.get(PLUGIN_NAME_ENV, ""), env.get(PLUGIN_IDX_ENV, "")
+    validate_registration(name, idx)
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)  # probes and helpers must not hold the runtime's connection open
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ValueError(f"{PLUGIN_SOCKET_ENV}={fd} is not a unix stream socket")
+    return Launch(name, idx, sock)
+
+
 class RegistrationError(RuntimeError):
     """The runtime refused or did not answer RegisterPlugin."""
 
@@ -406,6 +447,11 @@ class Stub:
 
     ``run()`` blocks: it connects, registers, serves, and on EOF or a missing socket retries with
     exponential backoff and jitter until ``stop()`` is called (from any thread).
+
+    A plugin that the runtime launched itself (from NRI's plugin_path) is handed one end of a
+    socketpair instead of a socket path: pass it as ``preconnected``. That connection cannot be
+    re-dialled, so ``run()`` returns when it closes; the runtime launches the plugin again when it
+    restarts. See :func:`launched_by_runtime`.
     """
 
     def __init__(
@@ -422,6 +468,7 @@ class Stub:
         backoff_max_s: float = 5.0,
         reconnect: bool = True,
         observe: Observer | None = None,
+        preconnected: socket.socket | None = None,
     ) -> None:
         validate_registration(name, idx)
         if handler_budget_s >= 2.0:
@@ -434,7 +481,8 @@ class Stub:
         self.registration_timeout_s = registration_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self.reconnect = reconnect
+        self.reconnect = reconnect and preconnected is None
+        self._preconnected = preconnected
         self._runner = BoundedRunner(handler_budget_s, workers, observe)
         self._service = PluginService(plugin, self._runner)
         self._stop = threading.Event()
@@ -520,20 +568,26 @@ class Stub:
         self._stop.wait(backoff * random.uniform(0.5, 1.0))
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self._preconnected is not None:
+            sock, self._preconnected = self._preconnected, None
+            where = "preconnected"
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            where = self.socket_path
         # A runtime that stops reading must not wedge us in sendall: fail the send, reconnect.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
+        if where != "preconnected":
+            try:
+                sock.connect(self.socket_path)
+            except OSError:
+                sock.close()
+                raise
         with self._sock_lock:
             if self._stop.is_set():
                 sock.close()
                 raise OSError("stub stopped")
             self._sock = sock
-        log.info("event=nri_connected socket=%s", self.socket_path)
+        log.info("event=nri_connected socket=%s", where)
         return sock
 
     def _send(self, sock: socket.socket, conn_id: int, message: bytes) -> None:

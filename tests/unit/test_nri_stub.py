@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
@@ -10,7 +11,7 @@ import pytest
 
 from agent.nri import Container, ContainerState, Event, Plugin, Pod
 from agent.nri import stub as stubmod
-from agent.nri import ttrpc
+from agent.nri import mux, ttrpc
 from agent.nri.proto import nri_pb2
 
 SERVICE = "nri.pkg.api.v1alpha1.Plugin"
@@ -335,3 +336,57 @@ def test_missing_socket_is_retried_with_backoff_logged_once_and_stop_ends_run(tm
     assert max(gaps[3:]) >= 0.02  # grew from 0.01 toward the cap
     assert sum("nri_socket_unavailable" in r.getMessage() for r in caplog.records) == 1
     assert not stub.wait_ready(0)
+
+
+def test_launched_by_runtime_reads_the_three_variables_containerd_sets() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        env = {"NRI_PLUGIN_NAME": "prefetch-advisor", "NRI_PLUGIN_IDX": "50", "NRI_PLUGIN_SOCKET": str(ours.fileno())}
+        launch = stubmod.launched_by_runtime(env)
+        assert (launch.name, launch.idx, launch.sock.fileno()) == ("prefetch-advisor", "50", ours.fileno())
+        assert not launch.sock.get_inheritable()
+        launch.sock.detach()
+        assert stubmod.launched_by_runtime({}) is None  # started by hand: dial nri_socket
+        with pytest.raises(ValueError, match="fd number"):
+            stubmod.launched_by_runtime({**env, "NRI_PLUGIN_SOCKET": "three"})
+        with pytest.raises(ValueError, match="two digits"):
+            stubmod.launched_by_runtime({**env, "NRI_PLUGIN_IDX": "5"})
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def _read_message(sock: socket.socket, frames: mux.FrameDecoder, conns: dict[int, ttrpc.MessageDecoder]):
+    while True:
+        for conn_id, payload in frames.feed(sock.recv(65536)):
+            for msg in conns[conn_id].feed(payload):
+                return conn_id, msg
+
+
+def test_preconnected_stub_registers_serves_configure_and_returns_at_eof(caplog) -> None:
+    ours, runtime = socket.socketpair()
+    plugin = Recorder()
+    stub = stubmod.Stub(plugin, "/nonexistent/nri.sock", name="launched", idx="42", preconnected=ours)
+    thread = threading.Thread(target=stub.run)
+    thread.start()
+    try:
+        runtime.settimeout(5)
+        frames = mux.FrameDecoder()
+        conns = {mux.PLUGIN_SERVICE_CONN: ttrpc.MessageDecoder(), mux.RUNTIME_SERVICE_CONN: ttrpc.MessageDecoder()}
+        conn_id, msg = _read_message(runtime, frames, conns)
+        request = ttrpc.decode_request(msg.body)
+        assert (conn_id, request.method) == (mux.RUNTIME_SERVICE_CONN, "RegisterPlugin")
+        register = nri_pb2.RegisterPluginRequest.FromString(request.payload)
+        assert (register.plugin_name, register.plugin_idx) == ("launched", "42")
+        runtime.sendall(mux.encode_frames(mux.RUNTIME_SERVICE_CONN, ttrpc.encode_response(msg.stream_id)))
+        configure = nri_pb2.ConfigureRequest(config='[trace]\nwindow_s = 5\n', runtime_name="containerd")
+        runtime.sendall(mux.encode_frames(mux.PLUGIN_SERVICE_CONN, ttrpc.encode_request(1, _req("Configure", configure))))
+        conn_id, msg = _read_message(runtime, frames, conns)
+        assert conn_id == mux.PLUGIN_SERVICE_CONN and ttrpc.decode_response(msg.body).ok
+        assert plugin.calls[0] == ("configure", '[trace]\nwindow_s = 5\n', "containerd", "")
+    finally:
+        with caplog.at_level(logging.INFO, logger="agent.nri.stub"):
+            runtime.close()  # the runtime went away: an inherited socket cannot be dialled again
+            thread.join(3)
+    assert not thread.is_alive(), "run() kept going after the pre-connected socket closed"
+    assert "nri_socket_unavailable" not in caplog.text
