@@ -18,7 +18,7 @@ from agent.config import AgentConfig, merge_toml
 from agent.identity import ServiceKey, service_key
 from agent.imageref import ImageRefError, normalize
 from agent.nri import Container, Plugin, Pod
-from agent.trace import RunMeta
+from agent.trace import RunMeta, TraceConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class RunTracer(Protocol):
     def set_image_digest(self, container_id: str, digest: str) -> None: ...
     def runtime_disconnected(self) -> None: ...
     def is_tracing(self, container_id: str) -> bool: ...
+    def reconfigure(self, config: TraceConfig) -> None: ...
 
 
 class PodInjector(Protocol):
@@ -85,6 +86,22 @@ class ImageHistory:
                 continue
 
 
+# Keys a running agent cannot change: they shaped a socket, a thread pool or a buffer at start.
+_RESTART_ONLY = {
+    "agent": ("state_dir", "nri_socket", "cri_socket", "plugin_name", "plugin_index", "handler_budget_s",
+              "metrics_port"),
+    "trace": ("read_events", "reads_per_wake", "probe_workers"),
+    "inject": ("snapshotter_socket", "put_timeout_s", "advisor_store"),
+}
+
+
+def restart_only_changes(old: AgentConfig, new: AgentConfig) -> list[str]:
+    """``table.key`` of each restart-only key whose value differs between the two configs."""
+    sections = {"agent": (old, new), "trace": (old.trace, new.trace), "inject": (old.inject, new.inject)}
+    return [f"{table}.{key}" for table, keys in _RESTART_ONLY.items() for key in keys
+            if getattr(sections[table][0], key) != getattr(sections[table][1], key)]
+
+
 class PrefetchAgent(Plugin):
     """Traces every container start and hands prefetch lists to the snapshotter for every pod."""
 
@@ -106,12 +123,23 @@ class PrefetchAgent(Plugin):
     # configuration ------------------------------------------------------------------------------
     def configure(self, config: str, runtime_name: str, runtime_version: str) -> None:
         log.info("event=configure runtime=%s version=%s config_bytes=%d", runtime_name, runtime_version, len(config))
-        if config.strip():
-            # A bad NRI config is logged and ignored: the file config keeps the node working.
-            try:
-                self.config = merge_toml(self.config, config)
-            except ValueError as exc:
-                log.error("event=config_rejected source=nri error=%s", exc)
+        if not config.strip():
+            return
+        # A bad NRI config is logged and ignored: the file config keeps the node working.
+        try:
+            merged = merge_toml(self.config, config)
+        except ValueError as exc:
+            log.error("event=config_rejected source=nri error=%s", exc)
+            return
+        fixed = restart_only_changes(self.config, merged)
+        if fixed:
+            log.warning("event=config_needs_restart source=nri keys=%s note=kept_running_values", ",".join(fixed))
+        self.config = merged
+        # The tracer and the injector read their knobs at each use, so they take the overlay now.
+        self.tracer.reconfigure(merged.trace)
+        if self.injector is not None and hasattr(self.injector, "config"):
+            self.injector.config = merged
+        log.info("event=config_applied source=nri")
 
     def synchronize(self, pods: list[Pod], containers: list[Container]) -> None:
         by_id = {pod.id: pod for pod in pods}

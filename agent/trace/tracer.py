@@ -12,6 +12,7 @@ Threads:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import logging
 import os
@@ -152,6 +153,15 @@ class Tracer:
                 rec.flags.add("runtime_restart")
             n = len(self._active)
         log.info("event=trace_runtime_disconnected inflight_runs=%d", n)
+
+    def reconfigure(self, config: TraceConfig) -> None:
+        """Take new knobs (NRI Configure). Runs already started keep their window; buffer sizes,
+        reads per wake-up and the probe pool stay as they were at start."""
+        config = dataclasses.replace(config, read_events=self.config.read_events,
+                                     reads_per_wake=self.config.reads_per_wake,
+                                     probe_workers=self.config.probe_workers)
+        self.config = config
+        self._finaliser.config = config
 
     def active_runs(self) -> int:
         with self._lock:

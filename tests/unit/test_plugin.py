@@ -1,10 +1,11 @@
 import logging
+from dataclasses import replace
 
 import pytest
 
 from agent.config import AgentConfig
 from agent.nri import Container, Pod
-from agent.plugin import ImageHistory, PrefetchAgent
+from agent.plugin import ImageHistory, PrefetchAgent, restart_only_changes
 from agent.store import TraceStore
 from agent.trace import Readiness, Tracer
 
@@ -27,6 +28,30 @@ def test_nri_config_overlays_the_file_config(agent):
         "io.kubernetes.cri.image-name": "nginx:1.25"}))
     assert meta.readiness == Readiness(marker="/tmp/ready")
     assert meta.window_s == 7.0
+
+
+def test_nri_config_reaches_the_tracer_and_the_injector(agent, caplog):
+    class Injector:
+        config = None
+
+    agent.injector = Injector()
+    with caplog.at_level(logging.INFO):
+        agent.configure('[trace]\nquiescence_s = 0.25\nmin_run_s = 0\nread_events = 16\n'
+                        '[inject]\nmax_inline_bytes = 99\n', "containerd", "1.7")
+    # What the finaliser uses when it writes a run (quiescence readiness, early exit) is the overlay.
+    assert agent.tracer.config.quiescence_s == agent.tracer._finaliser.config.quiescence_s == 0.25
+    assert agent.tracer._finaliser.config.min_run_s == 0
+    assert agent.injector.config is agent.config and agent.config.inject.max_inline_bytes == 99
+    # A buffer size fixed at start is not changed under the reader, and the log says so.
+    assert agent.tracer.config.read_events == 2048
+    assert "event=config_needs_restart source=nri keys=trace.read_events" in caplog.text
+
+
+def test_restart_only_changes_name_each_fixed_key():
+    old = AgentConfig(state_dir="/a")
+    new = replace(old, state_dir="/b", node="other", inject=replace(old.inject, snapshotter_socket="/s"))
+    assert restart_only_changes(old, new) == ["agent.state_dir", "inject.snapshotter_socket"]
+    assert restart_only_changes(old, old) == []
 
 
 def test_bad_nri_config_is_logged_and_ignored(agent, caplog):
