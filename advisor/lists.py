@@ -48,15 +48,20 @@ REASON_SPECIAL = "special"  # symlink, device, fifo, socket: nydusd skips these
 REASON_EMPTY_FILE = "empty_file"  # nydusd skips empty files
 REASON_SYMLINK_LOOP = "symlink_loop"
 
-# Linux PATH_MAX; a longer name cannot exist in any image.
+# Linux PATH_MAX and NAME_MAX: a longer path, or a longer component, cannot exist in any image, so
+# nydusd would drop the entry silently.
 MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
 # How many rejected entries a PrefetchList keeps verbatim for logs and reports (counts are complete).
 MAX_KEPT_REJECTIONS = 50
 _MAX_SYMLINK_HOPS = 40  # same bound as the Linux kernel
 
 # Rust's char::is_whitespace (what nydusd's trim uses) is Unicode White_Space; Python's isspace also
 # counts \x1c-\x1f. Refusing either keeps us strictly inside what nydusd leaves untouched.
-_NEWLINES = ("\n", "\r")
+# Line breaks: nydusd splits on \n (and drops a \r before it). The other characters that some line
+# splitters break on (\v \f \x1c-\x1e NEL LS PS) are refused too, so no reader of the file, ours,
+# nydusd's or a human's editor, can see a different list of lines than we wrote.
+_NEWLINES = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 def check_entry(path: object, *, allow_root: bool = False) -> str | None:
@@ -83,6 +88,8 @@ def check_entry(path: object, *, allow_root: bool = False) -> str | None:
     parts = [p for p in path.split("/") if p]
     if ".." in parts:
         return REASON_DOTDOT
+    if any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in parts):
+        return REASON_TOO_LONG
     if not [p for p in parts if p != "."] and not allow_root:
         return REASON_ROOT
     return None

@@ -27,6 +27,8 @@ from advisor.lists import ImageInventory, ListStore, PrefetchList, check_entry
         ("/./", L.REASON_ROOT),
         ("/a\nb", L.REASON_NEWLINE),
         ("/a\rb", L.REASON_NEWLINE),
+        ("/a\u2028b", L.REASON_NEWLINE),  # a line break to str.splitlines and editors
+        ("/a\x0cb", L.REASON_NEWLINE),
         ("/a\x00b", L.REASON_NUL),
         (" /a", L.REASON_WHITESPACE),
         ("/a ", L.REASON_WHITESPACE),
@@ -35,6 +37,9 @@ from advisor.lists import ImageInventory, ListStore, PrefetchList, check_entry
         ("/a\udcff", L.REASON_NOT_UTF8),
         ("/a/../etc/shadow", L.REASON_DOTDOT),
         ("/" + "x" * 5000, L.REASON_TOO_LONG),
+        ("/a/" + "x" * 256, L.REASON_TOO_LONG),  # longer than NAME_MAX: in no image
+        ("/a/" + "é" * 128, L.REASON_TOO_LONG),  # 256 bytes in UTF-8
+        ("/a/" + "x" * 255, None),
         (b"/bytes", L.REASON_NOT_STR),
         (None, L.REASON_NOT_STR),
     ],
