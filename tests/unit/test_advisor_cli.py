@@ -99,3 +99,63 @@ def test_corrupt_corpus_is_one_line_no_traceback_and_no_list_on_disk(data, tmp_p
     assert len(lines) == 1 and "corrupt or truncated Parquet" in lines[0]
     assert "Traceback" not in p.stderr
     assert not store.exists() or not list(store.rglob("*.list"))
+
+
+def _bad_corpus(kind: str, root, data):
+    """A copy of `data` broken in one of the issue's ways."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from advisor.synth import write_corpus
+
+    runs, acc, inv = (pd.read_parquet(data / "traces" / f"{n}.parquet") for n in ("runs", "accesses", "inventory"))
+    if kind == "relative_path":
+        acc.loc[3, "path"] = "usr/lib/relative.so"
+    elif kind == "single_run":
+        lone = runs.iloc[[0]].copy()
+        lone["run_id"], lone["service"] = "lone-run", "lonely"
+        runs = pd.concat([runs, lone], ignore_index=True)
+    elif kind == "all_incomplete":
+        runs.loc[runs["service"] == runs["service"].iloc[0], "complete"] = False
+    elif kind == "empty_inventory":
+        inv = inv.iloc[0:0]
+    out = write_corpus(root, runs, acc, inv)
+    if kind == "missing_column":
+        pq.write_table(pa.Table.from_pandas(acc.drop(columns=["first_ns"]), preserve_index=False),
+                       out / "traces" / "accesses.parquet")
+    if kind == "non_utf8_path":
+        t = pq.read_table(out / "traces" / "accesses.parquet")
+        paths = [p.encode() for p in t.column("path").to_pylist()]
+        paths[2] = b"/usr/lib/bad\xff.so"
+        t = t.set_column(t.schema.get_field_index("path"), "path", pa.array(paths, pa.binary()))
+        pq.write_table(t, out / "traces" / "accesses.parquet")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing_column", "first_ns"),
+        ("relative_path", "relative path"),
+        ("non_utf8_path", "non-UTF-8"),
+        ("single_run", "single run"),
+        ("all_incomplete", "no complete run"),
+        ("empty_inventory", "empty"),
+    ],
+)
+@pytest.mark.parametrize("cmd", ["build", "evaluate"])
+def test_bad_input_is_one_line_and_leaves_no_list(data, tmp_path, capsys, kind: str, message: str, cmd: str):
+    """The issue's bad inputs, through the command: exit 2, one line naming the cause, no list written."""
+    bad = _bad_corpus(kind, tmp_path / "bad", data)
+    store = tmp_path / "store"
+    if cmd == "build":  # a store that already holds a good build must come out unchanged
+        assert main(["build", str(data), "--store", str(store), "--no-progress"]) == 0
+    before = sorted(store.rglob("*")) if store.exists() else []
+    capsys.readouterr()
+    args = [cmd, str(bad), "--no-progress"] + (["--store", str(store)] if cmd == "build" else [])
+    assert main(args) == 2
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("prefetch-advisor: bad trace corpus:")
+    assert "Traceback" not in cap.err and cap.out == ""
+    assert (sorted(store.rglob("*")) if store.exists() else []) == before
