@@ -46,7 +46,21 @@ def flood_image(testbed) -> str:
 def agent(testbed, tmp_path_factory):
     state = tmp_path_factory.mktemp("bad-inputs") / "state"
     with RunningAgent(testbed, state, "[trace]\nquiescence_s = 0.3\n") as running:
+        # One pod first, so what the agent opens once and keeps (the CRI channel, thread pools) is
+        # open before the per-test fd baselines are taken.
+        _, ctr, _ = _run_once(testbed, "warmup", ["cat", "/data/a.txt"])
+        testbed.wait_exit(ctr)
+        _run_of(running, "default/warmup/main")
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _leaks_nothing(agent):
+    """Every bad input: afterwards the agent holds no more fds than before and has no children."""
+    fds_before = agent.fd_count()
+    yield
+    wait_for(lambda: agent.fd_count() <= fds_before, 15, f"agent fds back to {fds_before} (now {agent.fd_count()})")
+    wait_for(lambda: agent.children() == [], 10, "no child processes of the agent")
 
 
 def _timed_start(testbed, ctr_id: str) -> float:
@@ -73,6 +87,14 @@ def _assert_agent_healthy(agent) -> None:
     assert "Traceback" not in agent.log_text()
 
 
+def _finished_line(agent, run) -> str:
+    """The one log line that says how this run ended, with its flags."""
+    lines = [line for line in agent.log_text().splitlines()
+             if "event=trace_run_finished" in line and f"run_id={run.run_id}" in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def test_container_exiting_in_under_50ms_is_an_early_exit_run(testbed, agent):
     _, ctr, took = _run_once(testbed, "quick", ["sh", "-c", "exit 3"])
     assert took < START_BOUND_S
@@ -80,7 +102,7 @@ def test_container_exiting_in_under_50ms_is_an_early_exit_run(testbed, agent):
     run = _run_of(agent, "default/quick/main")
     assert bool(run.flag_early_exit) and not bool(run.complete), run.to_dict()
     assert run.end_reason == "exit"
-    assert "flags=early_exit" in agent.log_text()
+    assert "flags=early_exit" in _finished_line(agent, run)
     _assert_agent_healthy(agent)
 
 
@@ -103,6 +125,7 @@ def test_image_referenced_only_by_digest(testbed, agent):
     assert run.image_digest == image_id  # imported images have no manifest digest in CRI: the id
     acc = agent.accesses()
     assert "/data/a.txt" in acc[acc.run_id == run.run_id].path.tolist()
+    assert f"container={ctr}" in _finished_line(agent, run)
     _assert_agent_healthy(agent)
 
 
@@ -115,6 +138,7 @@ def test_pod_with_200kb_garbage_annotation(testbed, agent):
     wait_for(lambda: "event=annotation_rejected pod=default/garbage" in agent.log_text(), 10, "the rejection log")
     run = _run_of(agent, "default/garbage/main")
     assert bool(run.complete) or bool(run.flag_early_exit)
+    _finished_line(agent, run)
     _assert_agent_healthy(agent)
 
 
@@ -131,6 +155,10 @@ def test_50k_distinct_opens_in_under_a_second(testbed, agent, flood_image):
     assert len(created) == 50_000 or bool(run.flag_overflow)
     assert not created.from_image.any()
     assert mine[mine.from_image].path.tolist() == ["/usr/local/bin/opener"]
+    line = _finished_line(agent, run)
+    assert f"files={len(mine)}" in line
+    if bool(run.flag_overflow):
+        assert "overflow" in line.split("flags=")[1] and not bool(run.complete)
     _assert_agent_healthy(agent)
 
 
@@ -150,6 +178,7 @@ def test_startup_writing_1000_files_and_reading_5_image_files(testbed, agent):
     assert not mine[mine.path.str.startswith("/tmp/w")].from_image.any()
     image_files = set(mine[mine.from_image].path) - {"/bin/busybox"}  # the shell itself
     assert image_files == {"/data/a.txt", "/data/b.txt", "/data/c.bin", "/opt/app/config.ini", "/etc/group"}
+    assert f"files={len(mine)}" in _finished_line(agent, run)
     _assert_agent_healthy(agent)
 
 

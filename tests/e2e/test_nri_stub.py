@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 import uuid
@@ -208,7 +210,7 @@ def test_reconnects_after_containerd_is_killed_and_restarted(fresh_testbed: Test
     assert tb.log_path.read_text().count(_connected(name)) == 2
 
 
-def test_handler_stalling_3s_is_answered_in_time_and_plugin_stays_connected(testbed: Testbed) -> None:
+def test_handler_stalling_3s_is_answered_in_time_and_plugin_stays_connected(testbed: Testbed, caplog) -> None:
     stalled = threading.Event()
 
     class Stalls(Recorder):
@@ -220,6 +222,8 @@ def test_handler_stalling_3s_is_answered_in_time_and_plugin_stays_connected(test
 
     plugin = Stalls()
     name = _name("stall")
+    fds_before = len(os.listdir("/proc/self/fd"))
+    caplog.set_level(logging.WARNING, logger="agent.nri.stub")
     with running_stub(plugin, testbed, name, handler_budget_s=0.5):
         assert _wait_log(testbed, _connected(name)), testbed.log_tail()
         pod_id = testbed.run_pod(_pod(_name("stall")))
@@ -232,6 +236,10 @@ def test_handler_stalling_3s_is_answered_in_time_and_plugin_stays_connected(test
         assert start_s < 1.5, f"StartContainer took {start_s:.2f} s"
         assert not stalled.is_set()
         assert stalled.wait(5)
+        # The clear log lines: answered OK at the budget, and the handler's late end.
+        (overrun,) = [r.getMessage() for r in caplog.records if "event=nri_handler_overrun" in r.getMessage()]
+        assert f"container_id={ctr_id}" in overrun and "answered=ok" in overrun
+        assert any("event=nri_handler_late_finish" in r.getMessage() for r in caplog.records)
 
         # Still registered: the next pod's events arrive on the same connection.
         pod2, ctr2 = testbed.run_container(_pod(_name("next")), _sleeper("next"))
@@ -241,6 +249,7 @@ def test_handler_stalling_3s_is_answered_in_time_and_plugin_stays_connected(test
     # (Other tests' stubs, once stopped, are closed by containerd on its next event; not ours.)
     assert f"closing plugin 50-{name}" not in log
     assert log.count(_connected(name)) == 1
+    assert len(os.listdir("/proc/self/fd")) <= fds_before  # the stub's socket closed with it
 
 
 def test_pod_with_200kb_annotation_arrives_whole_across_frames(testbed: Testbed) -> None:
