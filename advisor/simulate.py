@@ -66,6 +66,7 @@ def startup_trace(first_ns: np.ndarray, sizes: np.ndarray, file_ids: np.ndarray,
 
 
 _LAT, _XFER = 0, 1
+DONE_S = 1e-9  # time resolution of the simulation: far below any round trip or compute gap
 
 
 def simulate(trace: StartupTrace, list_ids: np.ndarray, list_sizes: np.ndarray, p: SimParams = SimParams()) -> SimResult:
@@ -114,6 +115,7 @@ def simulate(trace: StartupTrace, list_ids: np.ndarray, list_sizes: np.ndarray, 
     od_chunks_left = 0
     compute = sum(gaps) + trace.tail_s
     finished_at = None
+    idle_steps = 0
 
     def start_ondemand(f: int, size: int) -> None:
         nonlocal od_chunks_left, od_bytes
@@ -151,15 +153,22 @@ def simulate(trace: StartupTrace, list_ids: np.ndarray, list_sizes: np.ndarray, 
         if t_next == math.inf:  # nothing can progress: cannot happen with a consistent state
             raise RuntimeError("simulation stalled")
         dt = t_next - t
+        idle_steps = idle_steps + 1 if dt <= 0 else 0
+        if idle_steps > 1_000_000:  # time stopped advancing: a numeric bug, never a silent hang
+            raise RuntimeError("simulation stalled: time does not advance")
         for fl in xfer:
             fl[2] -= rate * dt
         t = t_next
+        # A transfer is complete when less than DONE_S of it is left. A tolerance in bytes alone
+        # fails on fast links or late times: the float residue of `rate * dt` can exceed it while
+        # the time left is below the resolution of t, and the loop would never advance again.
+        done_bytes = max(1e-6, rate * DONE_S)
         # Retire flows whose phase ended.
         still: list[list] = []
         for fl in flows:
             if fl[0] == _LAT and fl[1] <= t + 1e-12:
                 fl[0] = _XFER
-            if fl[0] == _XFER and fl[2] <= 1e-6:
+            if fl[0] == _XFER and fl[2] <= done_bytes:
                 f, is_od = fl[3], fl[4]
                 if is_od:
                     od_chunks_left -= 1

@@ -56,3 +56,33 @@ def test_list_order_matters():
 def test_empty_needed_set_is_just_compute():
     r = simulate_paths([], [], [], 300_000_000, ["/x"], [100], P)
     assert r.time_to_ready_s == pytest.approx(0.3)
+
+
+def test_access_order_is_not_a_strict_lower_bound_when_prefetch_threads_are_few():
+    """Why `learned` can come out below `oracle` on single runs (docs/simulation.md, "The oracle").
+
+    One prefetch thread, four tiny files needed back to back: the access-order list costs one
+    round trip per file in sequence. A list that leaves f2 out lets the application fetch f2 on
+    demand while the prefetch thread fetches f3: two requests in flight instead of one.
+    """
+    p = SimParams(rtt_s=0.020, bandwidth_Bps=1e12, chunk_bytes=1 << 20, prefetch_concurrency=1)
+    paths = ["/f0", "/f1", "/f2", "/f3"]
+    first_ns, sizes = [0, 0, 0, 0], [1, 1, 1, 1]
+    oracle = simulate_paths(first_ns, sizes, paths, 0, paths, sizes, p)
+    skip_f2 = simulate_paths(first_ns, sizes, paths, 0, ["/f0", "/f1", "/f3"], [1, 1, 1], p)
+    assert oracle.time_to_ready_s == pytest.approx(0.080, abs=1e-6)
+    assert skip_f2.time_to_ready_s == pytest.approx(0.060, abs=1e-6)
+    assert skip_f2.ondemand_bytes == 1
+    # With a thread per file every request starts at t=0, and the access-order list is best again.
+    wide = SimParams(rtt_s=0.020, bandwidth_Bps=1e12, chunk_bytes=1 << 20, prefetch_concurrency=4)
+    assert simulate_paths(first_ns, sizes, paths, 0, paths, sizes, wide).time_to_ready_s == pytest.approx(0.020, abs=1e-6)
+    assert simulate_paths(first_ns, sizes, paths, 0, ["/f0", "/f1", "/f3"], [1, 1, 1], wide).time_to_ready_s > 0.020
+
+
+@pytest.mark.parametrize("bandwidth_Bps", [1e8, 1.25e9, 1e12])
+def test_fast_links_and_late_reads_terminate(bandwidth_Bps):
+    """Float residue of a transfer must not stop the clock (it once looped forever at 1e12 B/s)."""
+    p = SimParams(rtt_s=0.020, bandwidth_Bps=bandwidth_Bps)
+    r = simulate_paths([0, 0, 200 * 10**9], [1, 5_000_000, 3_000_001], ["/a", "/b", "/c"], 250e9,
+                       ["/c", "/a"], [3_000_001, 1], p)
+    assert 250.0 < r.time_to_ready_s < 250.0 + 0.2
