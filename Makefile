@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed-deps test test-unit test-e2e run proto bench clean testbed-up testbed-down
+.PHONY: help venv testbed-deps test test-unit test-e2e run proto bench clean testbed-up testbed-down notebooks figures
 
 help:
 	@echo "make run          main job (builds data with the advisor)"
@@ -18,6 +18,8 @@ help:
 	@echo "make venv         .venv with the project and dev extras"
 	@echo "make testbed-deps runc, containerd >= 1.7, crictl, busybox (testbed/install.sh)"
 	@echo "make testbed-up / testbed-down   a long-running testbed for manual crictl use"
+	@echo "make notebooks    Jupyter Lab on notebooks/ (analysis of the corpus in data/)"
+	@echo "make figures      re-run the notebooks and save their key figures in docs/figures/"
 	@echo "make proto | bench | clean"
 
 # Re-run pip only when the dependency list changes.
@@ -29,7 +31,7 @@ $(STAMP): pyproject.toml
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv; fi; \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,notebooks]'
 	@touch $@
 
 venv: $(STAMP)
@@ -39,8 +41,9 @@ venv: $(STAMP)
 testbed-deps:
 	testbed/install.sh
 
+# Every test: tests/ (unit and e2e) and the notebooks, each executed top to bottom by nbmake.
 test: venv testbed-deps
-	$(VENV)/bin/pytest -ra --strict-markers --durations=15 -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra --strict-markers --durations=15 -p no:cacheprovider --nbmake tests notebooks $(PYTEST_ARGS)
 
 test-unit: venv
 	$(VENV)/bin/pytest -ra -m 'not e2e' $(PYTEST_ARGS)
@@ -52,6 +55,13 @@ test-e2e: venv testbed-deps
 run: venv
 	$(VENV)/bin/prefetch-advisor build data --store out/lists
 	$(VENV)/bin/prefetch-advisor evaluate data
+
+notebooks: venv
+	$(VENV)/bin/jupyter lab --allow-root --notebook-dir=notebooks
+
+# The notebooks write their key figure only when asked (and only for a recorded corpus).
+figures: venv
+	PREFETCH_ADVISOR_FIGURES=$(CURDIR)/docs/figures $(VENV)/bin/pytest -q -p no:cacheprovider --nbmake notebooks
 
 # Regenerates protobuf code (recipe owned by agent/nri). Message code only, no gRPC stubs.
 # NRI/ttrpc: paths relative to the repo root keep the descriptor names unique.
