@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from advisor import __version__
-from advisor.evaluate import AdvisorConfig, fit_model, learned_rankings
+from advisor.evaluate import AdvisorConfig, directory_choice, fit_model, held_out, learned_rankings
 from advisor.features import build_images
 from advisor.lists import ImageInventory, ListStore, PrefetchList
+from advisor.rank import collapse_directories
 from advisor.traces import Corpus
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def build_lists(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=N
     Nothing is written here: the caller stores the lists only once all of them are built, so a
     failure part-way leaves no partial output.
     """
+    dirs = directory_choice(held_out(corpus, cfg, ("learned", "learned_dirs"), progress).per_run)
     images = build_images(corpus, cfg.incomplete_weight)
     model = fit_model(images)
     groups = [(d, s) for d, img in images.items() for s in img.services]
@@ -45,7 +47,15 @@ def build_lists(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=N
         chosen = ranked.loc[ranked["include"]]
         if digest not in inventories:
             inventories[digest] = ImageInventory.from_frame(corpus.inventory.loc[corpus.inventory["image_digest"] == digest])
-        plist = PrefetchList(chosen["path"].tolist(), inventory=inventories[digest])
+        choice = dirs.get((service, digest), {"use": False, "held_out_runs": 0})
+        entries = _entries(chosen)
+        if choice["use"]:
+            files = corpus.files.loc[corpus.files["image_digest"] == digest]
+            listed = collapse_directories(chosen["path"].to_numpy(), chosen["size"].to_numpy(), files)
+            entries = _collapse_entries(entries, listed)
+        plist, entries = _list_with_report(entries, inventories[digest])
+        if plist.skipped:
+            log.warning("event=list_entries_skipped service=%s image=%s reasons=%s", service, digest, dict(plist.skipped))
         incomplete = [str(r) for r, c in zip(svc.run_ids, svc.complete) if not c]
         report = {
             "advisor_version": __version__,
@@ -55,9 +65,11 @@ def build_lists(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=N
             "complete_runs": int(svc.complete.sum()),
             "incomplete_runs_downweighted": {"weight": cfg.incomplete_weight, "run_ids": incomplete},
             "candidates": int(len(ranked)),
-            "expected_bytes": int(chosen["size"].sum()),
+            "expected_bytes": int(sum(e["size"] for e in entries)),
             "config": cfg.as_dict(),
-            "entries": _entries(chosen),
+            "skipped": dict(plist.skipped),
+            "directory_entries": {**choice, "entries": sum(1 for e in entries if e.get("directory"))},
+            "entries": entries,
             "excluded_top": _entries(ranked.loc[~ranked["include"]].sort_values("p", ascending=False).head(20)),
         }
         out.append(BuiltList(service, digest, plist, report))
@@ -77,6 +89,39 @@ def _entries(df: pd.DataFrame) -> list[dict]:
         for p, s, pn, pm, t, o, b, c, n in zip(df["path"], df["size"], df["p"], df["p_model"], df["t_ms"], df["order_key_ms"],
                                            df["benefit_s"], df["cost_s"], df["net_s"])
     ]
+
+
+def _list_with_report(entries: list[dict], inventory: ImageInventory) -> tuple[PrefetchList, list[dict]]:
+    """The list, and the report entries of exactly its lines (canonical paths; skipped ones left out)."""
+    plist = PrefetchList(inventory=inventory)
+    kept = []
+    for e in entries:
+        n = len(plist)
+        if plist.add(e["path"]) is None and len(plist) > n:
+            kept.append({**e, "path": plist.entries[-1]})
+    return plist, kept
+
+
+def _collapse_entries(entries: list[dict], listed: pd.DataFrame) -> list[dict]:
+    """Report entries in list order after directory collapse; a directory sums its files' figures."""
+    by_dir: dict[str, list[dict]] = {}
+    for e in entries:
+        by_dir.setdefault(e["path"].rpartition("/")[0], []).append(e)
+    by_path = {e["path"]: e for e in entries}
+    out = []
+    for path, size, is_dir in zip(listed["path"], listed["size"], listed["is_dir"]):
+        if not is_dir:
+            out.append(by_path[path])
+            continue
+        members = by_dir[path]
+        out.append({
+            "path": path, "size": int(size), "directory": True, "files_listed": len(members),
+            "p_need": max(m["p_need"] for m in members), "p_model": max(m["p_model"] for m in members),
+            "expected_first_ms": min(m["expected_first_ms"] for m in members),
+            "order_key_ms": members[0]["order_key_ms"],
+            **{k: round(sum(m[k] for m in members), 6) for k in ("benefit_s", "cost_s", "score_s")},
+        })
+    return out
 
 
 def store_lists(built: list[BuiltList], store: ListStore) -> list[tuple[BuiltList, int]]:

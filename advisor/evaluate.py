@@ -221,8 +221,22 @@ def strategy_list(name: str, img: ImageFiles, svc: ServiceHistory, k: int, cfg: 
     return ids, img.size[ids].astype(np.int64)
 
 
-def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None) -> dict:
-    """All strategies on all held-out runs; returns the JSON-ready report."""
+@dataclass
+class HeldOut:
+    """The held-out runs of a corpus, simulated: one row per (test run, strategy)."""
+
+    images: dict[str, ImageFiles]
+    cutoff: dict[tuple[str, str], int]
+    model: StartupModel
+    per_run: pd.DataFrame
+
+
+def held_out(corpus: Corpus, cfg: AdvisorConfig, names: tuple[str, ...] = STRATEGIES + VARIANTS,
+             progress=None) -> HeldOut:
+    """Simulate strategies `names` on every held-out run, each list built from the runs before it.
+
+    `startup_vs_oracle` and `bytes_vs_oracle` are filled when "oracle" is among `names`.
+    """
     images = build_images(corpus, cfg.incomplete_weight)
     cutoff = {(d, s): n_train_runs(svc, cfg) for d, img in images.items() for s, svc in img.services.items()}
     model = fit_model(images, cutoff)
@@ -241,30 +255,61 @@ def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None
     for digest, service, k in it:
         img = images[digest]
         svc = img.services[service]
-        for name in STRATEGIES + VARIANTS:
+        for name in names:
             cat = catalogs.get(digest) or catalogs.setdefault(digest, image_catalog(img, files))
             ids, sizes = strategy_list(name, img, svc, k, cfg, cat, learned[(digest, service)][k])
             m = run_metrics(svc, img, k, ids, sizes, cfg)
             rows.append({"service": service, "image_digest": digest, "run_id": svc.run_ids[k], "k": k,
                          "strategy": name, **m})
     per_run = pd.DataFrame(rows)
-    oracle = per_run.loc[per_run["strategy"] == "oracle", ["run_id", "time_to_ready_s", "list_bytes"]]
-    per_run = per_run.merge(oracle.rename(columns={"time_to_ready_s": "oracle_s", "list_bytes": "oracle_bytes"}), on="run_id")
-    per_run["startup_vs_oracle"] = per_run["time_to_ready_s"] / per_run["oracle_s"]
-    per_run["bytes_vs_oracle"] = per_run["list_bytes"] / per_run["oracle_bytes"].where(per_run["oracle_bytes"] > 0)
+    if "oracle" in names:
+        oracle = per_run.loc[per_run["strategy"] == "oracle", ["run_id", "time_to_ready_s", "list_bytes"]]
+        per_run = per_run.merge(oracle.rename(columns={"time_to_ready_s": "oracle_s", "list_bytes": "oracle_bytes"}), on="run_id")
+        per_run["startup_vs_oracle"] = per_run["time_to_ready_s"] / per_run["oracle_s"]
+        per_run["bytes_vs_oracle"] = per_run["list_bytes"] / per_run["oracle_bytes"].where(per_run["oracle_bytes"] > 0)
+    return HeldOut(images, cutoff, model, per_run)
+
+
+def directory_choice(per_run: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """Per (service, image digest): do directory entries shorten its held-out startups?
+
+    Directory entries are used only where the evaluation shows they help (docs/decisions.md): the
+    median over the service's held-out runs of time-to-ready with them over time-to-ready without
+    them must be below 1. `per_run` needs the strategies "learned" and "learned_dirs".
+    """
+    if per_run.empty:
+        return {}
+    ttr = per_run.pivot_table(index=["service", "image_digest", "run_id"], columns="strategy", values="time_to_ready_s")
+    if not {"learned", "learned_dirs"} <= set(ttr.columns):
+        return {}
+    ratio = (ttr["learned_dirs"] / ttr["learned"]).groupby(level=["service", "image_digest"]).agg(["median", "size"])
+    return {(svc, dig): {"use": bool(r["median"] < 1.0), "median_ttr_dirs_vs_files": _num(r["median"]),
+                         "held_out_runs": int(r["size"])}
+            for (svc, dig), r in ratio.iterrows()}
+
+
+def evaluate(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None) -> dict:
+    """All strategies on all held-out runs; returns the JSON-ready report."""
+    h = held_out(corpus, cfg, STRATEGIES + VARIANTS, progress)
+    per_run = h.per_run
     is_variant = per_run["strategy"].isin(VARIANTS)
     report = {
         "strategies": summarise(per_run.loc[~is_variant]),
         "variants": summarise(per_run.loc[is_variant]),
-        "transfer": transfer(corpus, images, model, cfg),
+        "transfer": transfer(corpus, h.images, h.model, cfg),
         "params": cfg.as_dict(),
-        "data": data_section(corpus, images, cutoff, per_run, model),
+        "data": data_section(corpus, h.images, h.cutoff, per_run, h.model, cfg),
     }
     report["goals"] = goals(report)
     lt = report["strategies"]["learned"]["median_startup_vs_oracle"]
     ld = report["variants"]["learned_dirs"]["median_startup_vs_oracle"]
-    report["directory_collapse"] = {"learned": lt, "learned_dirs": ld, "helps": bool(ld is not None and lt is not None and ld < lt),
-                                    "rule": "leaf directory, >= 95 % of its files and bytes listed, >= 4 files"}
+    choice = directory_choice(per_run)
+    report["directory_collapse"] = {
+        "learned": lt, "learned_dirs": ld, "helps": bool(ld is not None and lt is not None and ld < lt),
+        "rule": "leaf directory, >= 95 % of its files and bytes listed, >= 4 files",
+        "used_by_build_for": sorted(f"{s}@{d[:19]}" for (s, d), c in choice.items() if c["use"]),
+        "services": len(choice),
+    }
     return report
 
 
@@ -386,7 +431,7 @@ def transfer(corpus: Corpus, images: dict[str, ImageFiles], model: StartupModel,
 
 
 def data_section(corpus: Corpus, images: dict[str, ImageFiles], cutoff: dict, per_run: pd.DataFrame,
-                 model: StartupModel) -> dict:
+                 model: StartupModel, cfg: AdvisorConfig) -> dict:
     runs = corpus.runs
     inc = runs.loc[~runs["complete"]]
     flags = [c for c in runs.columns if c.startswith("flag_")]
@@ -398,7 +443,7 @@ def data_section(corpus: Corpus, images: dict[str, ImageFiles], cutoff: dict, pe
         "train_runs_per_service_image": {f"{s}@{d[:19]}": n for (d, s), n in cutoff.items()},
         "model_train_rows": model.n_train_rows,
         "incomplete_runs": {
-            "policy": "history weight 0.5 (their reads are real but truncated); never a training target or a test run",
+            "policy": f"history weight {cfg.incomplete_weight} (their reads are real but truncated); never a training target or a test run",
             "run_ids": {r.run_id: [f[5:] for f in flags if bool(getattr(r, f))] for r in inc.itertuples()},
         },
         "notes": list(corpus.notes),
@@ -438,12 +483,13 @@ def format_table(report: dict) -> str:
                  f"recall(f)={ns.get('median_recall_files')} siblings' union recall(B)={ns.get('siblings_union_median_recall_bytes')}")
     dc = report.get("directory_collapse")
     if dc:
-        lines.append(f"directory collapse: startup/oracle {dc['learned_dirs']} vs {dc['learned']} without: "
-                     f"{'helps' if dc['helps'] else 'does not help; lists keep file entries'}")
+        lines.append(f"directory entries: startup/oracle {dc['learned_dirs']} with vs {dc['learned']} without "
+                     f"(median over services); build uses them for {len(dc['used_by_build_for'])} of {dc['services']} "
+                     f"service images, where they shorten that service's held-out startups")
     lines.append("")
     for g, v in report["goals"].items():
         lines.append(f"goal {g:<34} {'MET ' if v['met'] else 'MISSED'}  {v['value']}")
     d = report["data"]
     lines.append(f"\ndata: {'SYNTHETIC' if d['synthetic'] else 'recorded'}; services={d['services']} test runs={d['test_runs']} "
-                 f"incomplete runs={len(d['incomplete_runs']['run_ids'])} (history weight 0.5, never test)")
+                 f"incomplete runs={len(d['incomplete_runs']['run_ids'])} ({report['params']['incomplete_weight']} history weight, never test)")
     return "\n".join(lines)

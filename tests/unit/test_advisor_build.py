@@ -50,3 +50,41 @@ def test_list_is_in_expected_need_order_and_covers_the_core(corpus):
     always = acc.groupby("path")["run_id"].nunique()
     always = set(always[always == len(runs)].index)
     assert always and always <= set(b.plist)
+
+
+def test_directory_entries_only_where_held_out_startups_are_shorter():
+    import pandas as pd
+
+    from advisor.evaluate import directory_choice
+
+    rows = []
+    # svc-a: directories shorten 2 of 3 runs; svc-b: they lengthen 2 of 3; svc-c: no difference.
+    for svc, ratios in (("a", (0.9, 0.95, 1.1)), ("b", (1.2, 1.05, 0.9)), ("c", (1.0, 1.0, 1.0))):
+        for i, r in enumerate(ratios):
+            rows.append({"service": svc, "image_digest": "sha256:x", "run_id": f"{svc}{i}", "strategy": "learned", "time_to_ready_s": 2.0})
+            rows.append({"service": svc, "image_digest": "sha256:x", "run_id": f"{svc}{i}", "strategy": "learned_dirs", "time_to_ready_s": 2.0 * r})
+    choice = directory_choice(pd.DataFrame(rows))
+    assert {s: c["use"] for (s, _), c in choice.items()} == {"a": True, "b": False, "c": False}
+    assert choice[("a", "sha256:x")]["median_ttr_dirs_vs_files"] == 0.95
+    assert choice[("a", "sha256:x")]["held_out_runs"] == 3
+    assert directory_choice(pd.DataFrame()) == {}
+
+
+def test_report_entries_are_exactly_the_list_lines():
+    import pandas as pd
+
+    from advisor.build import _list_with_report
+    from advisor.lists import ImageInventory
+
+    inv = ImageInventory.from_frame(pd.DataFrame({
+        "image_digest": "sha256:x",
+        "path": ["/usr", "/usr/lib", "/lib", "/usr/lib/a.so", "/usr/lib/empty", "/usr/lib/bad\nname"],
+        "size": [0, 0, 0, 10, 0, 5],
+        "type": ["d", "d", "l", "f", "f", "f"],
+        "link_target": [None, None, "usr/lib", None, None, None],
+    }))
+    entries = [{"path": p, "score_s": 1.0} for p in ("/lib/a.so", "/usr/lib/a.so", "/usr/lib/empty", "/usr/lib/bad\nname", "/nope")]
+    plist, kept = _list_with_report(entries, inv)
+    # The symlinked directory is resolved, the duplicate it makes is dropped, the rest is skipped and counted.
+    assert list(plist) == ["/usr/lib/a.so"] and [e["path"] for e in kept] == ["/usr/lib/a.so"]
+    assert sum(plist.skipped.values()) == 3
