@@ -398,11 +398,21 @@ def transfer(corpus: Corpus, images: dict[str, ImageFiles], model: StartupModel,
                for h in ("exact", "renamed", "moved", "unmapped")},
         }
     ns_rows = []
+    # A new service has no history anywhere, so its model is trained without any of its runs.
+    unseen: dict[str, StartupModel | None] = {}
     for digest, img in images.items():
         if len(img.services) < 2:
             continue
         for service, svc in img.services.items():
-            ranked = learned_ranking(model, img, None, 0, cfg, at_ns=np.iinfo(np.int64).max, exclude=service)
+            if service not in unseen:
+                try:
+                    unseen[service] = fit_model(images, {(d, s): 0 if s == service else o.n
+                                                         for d, i in images.items() for s, o in i.services.items()})
+                except ValueError:  # no other service has a complete run to learn from
+                    unseen[service] = None
+            if unseen[service] is None:
+                continue
+            ranked = learned_ranking(unseen[service], img, None, 0, cfg, at_ns=np.iinfo(np.int64).max, exclude=service)
             listed = np.zeros(len(img.paths), bool)
             listed[ranked.loc[ranked["include"], "file"].to_numpy()] = True
             sib_union = np.zeros(len(img.paths), bool)

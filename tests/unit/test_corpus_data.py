@@ -36,6 +36,14 @@ def test_times_are_monotonic_within_each_run(corpus: check.Corpus) -> None:
     assert check.check_times(corpus) == []
 
 
+def test_at_least_three_images_built_from_debian_packages(corpus: check.Corpus) -> None:
+    repos = corpus.runs.image_ref.str.rpartition(":")[0]
+    assert repos.nunique() >= 3
+    # Each ref is one image: one digest per ref, and every digest has its inventory.
+    assert (corpus.runs.groupby("image_ref").image_digest.nunique() == 1).all()
+    assert set(corpus.runs.image_digest) <= set(corpus.inventory.image_digest)
+
+
 def test_every_service_has_twenty_complete_runs(corpus: check.Corpus) -> None:
     assert corpus.runs.service.nunique() >= 6
     assert check.check_complete_runs(corpus, 20) == []
