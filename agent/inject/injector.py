@@ -167,7 +167,14 @@ class PrefetchInjector:
         return plist.write_atomic(path)
 
     def collect_garbage(self, max_age_s: float = LIST_FILE_MAX_AGE_S) -> int:
+        """Remove old list files that no send record points at.
+
+        An entry the snapshotter never consumed (the image was already on the node) stays in its
+        memory; if its file were gone, the next pull of that image would start nydusd with a
+        missing --prefetch-files and fail the mount. So referenced files stay whatever their age.
+        """
         cutoff = time.time() - max_age_s
+        keep = self.client.referenced_paths()
         removed = 0
         try:
             names = os.listdir(self.list_dir)
@@ -177,6 +184,8 @@ class PrefetchInjector:
             if not name.endswith(".list"):
                 continue
             p = self.list_dir / name
+            if str(p) in keep:
+                continue
             try:
                 if p.stat().st_mtime < cutoff:
                     p.unlink()

@@ -168,6 +168,11 @@ class SnapshotterClient:
         with self._cv:
             return json.loads(json.dumps(self._records))
 
+    def referenced_paths(self) -> set[str]:
+        """List files a record still points at: the latest for each image and what the snapshotter holds."""
+        with self._cv:
+            return {p for rec in self._records.values() for p in (rec.get("list_path"), rec.get("held_path")) if p}
+
     def last_sent(self, image: str) -> dict[str, Any] | None:
         with self._cv:
             rec = self._records.get(image)
@@ -312,6 +317,9 @@ class SnapshotterClient:
                 "status": status,
                 "last_error": reason,
                 "sent_at": now if status == "sent" else prev.get("sent_at"),
+                # What the snapshotter may still hold for this image (last writer wins, one use):
+                # its file must outlive any later failed send.
+                "held_path": e.list_path if status == "sent" else prev.get("held_path"),
                 "updated_at": now,
                 "sends": prev.get("sends", 0) + (status == "sent"),
             }

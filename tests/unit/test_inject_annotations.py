@@ -284,11 +284,43 @@ def test_property_parser_never_raises_and_accepts_only_valid(env, annotations: d
         assert all(line.startswith("/") and line == line.strip() for line in body.splitlines())
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.fixed_dictionaries({"image": st.text(max_size=30) | st.just("nginx"),
-                                        "prefetch": st.text(max_size=60) | st.just("/etc/passwd")}), max_size=4))
-def test_property_upstream_paths_never_escape_allowlist(env, entries: list[dict[str, str]]) -> None:
-    got = parse_pod_annotations(upstream(entries), limits(env))
+# Host paths built from pieces that reach inside the allow-list, outside it, through a symlinked
+# file or directory, through `..`, and nowhere, so that both outcomes occur.
+_PREFIXES = ("{a}/", "{a}/./", "{a}/sub/", "{a}/../lists/", "{a}/../outside/", "{a}/lnkdir/", "{o}/", "/etc/", "{a}", "")
+_NAMES = ("good.list", "link.list", "bad.list", "secret.list", "passwd", "nope.list", "sub")
+
+
+def _host_path(env: dict[str, Path], prefix: str, name: str) -> str:
+    return prefix.format(a=env["allowed"], o=env["outside"]) + name
+
+
+def _should_accept(env: dict[str, Path], path: str) -> bool:
+    """The rule, stated independently of the parser: a valid list file that really lies inside."""
+    if not path.startswith("/") or any(c in path for c in "\x00\n\r"):
+        return False
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError:
+        return False
+    inside = real.startswith(os.path.realpath(env["allowed"]) + "/")
+    return inside and os.path.isfile(real) and os.path.basename(real) == "good.list"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(_PREFIXES), st.sampled_from(_NAMES) | st.text(max_size=12)), max_size=4))
+def test_property_upstream_paths_accepted_exactly_when_inside_the_allowlist(env, parts) -> None:
+    (env["allowed"] / "sub").mkdir(exist_ok=True)
+    (env["allowed"] / "sub" / "good.list").write_text("/usr/bin/env\n")
+    (env["allowed"] / "bad.list").write_text("relative/entry\n")
+    (env["outside"] / "good.list").write_text("/etc/shadow\n")
+    for link, target in (("link.list", env["outside"] / "secret.list"), ("lnkdir", env["outside"])):
+        if not (env["allowed"] / link).is_symlink():
+            (env["allowed"] / link).symlink_to(target)
+    paths = [_host_path(env, prefix, name) for prefix, name in parts]
+    got = parse_pod_annotations(upstream([{"image": "nginx", "prefetch": p} for p in paths]), limits(env))
+    assert [o.origin for o in got.overrides] == [p for p in paths if _should_accept(env, p)]
     real_allowed = os.path.realpath(env["allowed"])
     for o in got.overrides:
         assert os.path.realpath(o.origin).startswith(real_allowed + "/")
+        assert o.plist.entries == tuple(line.rstrip("/") for line in Path(o.origin).read_text().split())
+    assert len(got.rejections) == len(paths) - len(got.overrides)

@@ -200,10 +200,25 @@ def test_handler_survives_a_broken_store(rig, monkeypatch) -> None:
     assert I.INJECT_PROBLEMS.labels("error")._value.get() == before + 1
 
 
-def test_garbage_collection_keeps_recent_files(rig) -> None:
-    inj = rig["injector"]
+def test_garbage_collection_keeps_recent_files_and_what_the_snapshotter_may_hold(rig) -> None:
+    inj, client, list_dir = rig["injector"], rig["client"], rig["config"].list_dir
     inj.on_run_pod_sandbox(pod({A.IMAGES_KEY: "nginx", A.LIST_KEY: '["/a"]'}))
-    (path,) = rig["config"].list_dir.glob("*.list")
-    assert inj.collect_garbage() == 0 and path.exists()
-    assert inj.collect_garbage(max_age_s=-1) == 1 and not path.exists()
+    assert client.idle()
+    (first,) = list_dir.glob("*.list")
+    assert inj.collect_garbage() == 0 and first.exists()
+    # Held by the snapshotter (sent, maybe never consumed): kept however old.
+    assert inj.collect_garbage(max_age_s=-1) == 0 and first.exists()
+    # A later send for the same image fails: the snapshotter still holds the first file.
+    rig["fake"].stop()
+    inj.on_run_pod_sandbox(pod({A.IMAGES_KEY: "nginx", A.LIST_KEY: '["/b"]'}, pid="pod-2"))
+    (second,) = set(list_dir.glob("*.list")) - {first}
+    assert inj.collect_garbage(max_age_s=-1) == 0 and first.exists() and second.exists()
+    rig["fake"].start()
+    # A third send succeeds: the first is superseded at the snapshotter and goes; the second is
+    # what the record points at until its retries end, the third is held.
+    inj.on_run_pod_sandbox(pod({A.IMAGES_KEY: "nginx", A.LIST_KEY: '["/c"]'}, pid="pod-3"))
+    assert client.idle()
+    (third,) = set(list_dir.glob("*.list")) - {first, second}
+    assert inj.collect_garbage(max_age_s=-1) == 2
+    assert third.exists() and not first.exists() and not second.exists()
 
