@@ -33,9 +33,10 @@ class RunningAgent:
     """One agent process with its own state dir and config; stopped with SIGTERM on exit."""
 
     def __init__(self, testbed: Testbed, state_dir: Path, config: str = "", snapshotter_socket: Path | None = None,
-                 plugin_index: str = "50", agent_config: str = "") -> None:
+                 plugin_index: str = "50", agent_config: str = "", log_level: str = "DEBUG") -> None:
         """`config` is TOML appended after the [agent] and [inject] tables; `agent_config` adds keys to [agent]."""
         self.testbed = testbed
+        self.log_level = log_level
         self.state_dir = state_dir
         self.log_path = state_dir.parent / f"{state_dir.name}-agent.log"
         self.config_path = state_dir.parent / f"{state_dir.name}-agent.toml"
@@ -62,7 +63,7 @@ class RunningAgent:
         self._log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config_path), "--log-level", "DEBUG"],
+            [sys.executable, "-m", "agent", "run", "--config", str(self.config_path), "--log-level", self.log_level],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
         self.wait_registered(timeout)

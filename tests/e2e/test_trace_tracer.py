@@ -439,3 +439,18 @@ def test_bad_meta_fails_open_without_leaking_fds(overlay, env):
         p.wait()
     assert e.tracer.active_runs() == 0
     _assert_fds_back_to(before)
+
+
+def test_fid_reporting_is_refused_on_an_overlay_so_the_tracer_uses_fd_mode(overlay):
+    # Why each event costs an fd (docs/decisions.md): a FID-reporting group cannot mark an overlay
+    # mounted as containerd mounts it (no nfs_export), while an fd-mode group can.
+    import errno
+
+    fid = fan.fanotify_init(fan.FAN_CLASS_NOTIF | fan.FAN_REPORT_FID, os.O_RDONLY)
+    try:
+        with pytest.raises(fan.FanotifyError) as refused:
+            fan.fanotify_mark(fid, fan.FAN_MARK_ADD | fan.FAN_MARK_FILESYSTEM, fan.TRACE_MASK, str(overlay["merged"]))
+        assert refused.value.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.ENODEV)
+    finally:
+        os.close(fid)
+    os.close(fan.open_filesystem_group(str(overlay["merged"])))
