@@ -57,7 +57,7 @@ def write_card(out: Path) -> None:
     for p in files:
         add(f"| traces/{p.name} | {p.stat().st_size:,} | {rows.get(p.name, '')} | {what.get(p.name, '')} |")
     add(f"\nTotal {_mb(total)} (zstd Parquet; limit 30 MB). Schema documentation: `docs/trace-schema.md`. "
-        "`corpus.json` holds the recording's parameters, image digests and environment.\n")
+        "`corpus.json` holds the recording's parameters, each image's manifest digest and image id (the config digest, which CRI reports and the traces' `image_digest` holds) and the environment.\n")
     add("## Images\n")
     add("Built locally from Debian packages: `debootstrap --variant=minbase`, then `apt-get install "
         "--no-install-recommends` of the packages below in the chroot (daemons kept from starting), with "
@@ -69,7 +69,7 @@ def write_card(out: Path) -> None:
     counts = inv.groupby("image_digest").size()
     for name, im in meta["images"].items():
         digests = runs[runs.image_ref == im["ref"]].image_digest.dropna().unique()
-        d = digests[0] if len(digests) else im["digest"]
+        d = digests[0] if len(digests) else im.get("image_id", im.get("digest"))
         add(f"| {name} | `{im['ref']}` | {im['suite']} | {', '.join(im['packages'])} | "
             f"{int(counts.get(d, 0)):,} | `{d[:19]}…` |")
     add("")

@@ -148,7 +148,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         "overflows": overflows,
         "recorded_at": stamp, "record_s": round(time.monotonic() - t_all, 1),
         "environment": facts,
-        "images": {n: {"ref": b.name, "digest": b.manifest_digest, "suite": RECIPES[n].suite,
+        "images": {n: {"ref": b.name, "manifest_digest": b.manifest_digest,
+                       "image_id": b.config_digest,  # what CRI reports and the traces' image_digest hold
+                       "suite": RECIPES[n].suite,
                        "notes": RECIPES[n].notes, "packages": list(RECIPES[n].packages)}
                    for n, b in built.items()},
         "summary": summary,

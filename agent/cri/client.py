@@ -18,11 +18,11 @@ _IMAGE_STATUS = "/runtime.v1.ImageService/ImageStatus"
 
 
 def digest_of(image: cri_pb2.Image) -> str | None:
-    """The manifest digest when the runtime knows one, else the image id (config digest)."""
-    for repo_digest in image.repo_digests:
-        _, _, digest = repo_digest.partition("@")
-        if digest.startswith("sha256:"):
-            return digest
+    """The image id (its config digest): the one digest every copy of the image has.
+
+    Not a repo digest: an image imported without a registry has none, one pulled later by digest
+    gains one, and a multi-arch pull's is the index's, so the same bytes would be keyed two ways.
+    """
     return image.id or None
 
 

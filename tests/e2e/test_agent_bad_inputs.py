@@ -150,7 +150,7 @@ def test_image_referenced_by_repository_digest_only(testbed, agent):
     assert testbed.wait_exit(ctr) == 0
     run = _run_of(agent, "default/byrepodigest/main")
     # containerd 1.7 may name the image by a tag it also has; either way the ref is a full one and
-    # the digest is the image's, so learned lists apply to it.
+    # the digest is the image id, the same as for its runs by tag, so learned lists apply to it.
     assert run.image_ref_normalized in (ref, "docker.io/testbed/busybox:1"), run.image_ref
     if run.image_ref == ref:
         assert run.image_ref_normalized == ref

@@ -4,9 +4,9 @@ from agent.cri import cri_pb2
 from agent.cri.client import DigestResolver, digest_of
 
 
-def test_digest_prefers_manifest_digest():
+def test_digest_is_the_image_id_however_the_image_is_named():
     image = cri_pb2.Image(id="sha256:cfg", repo_digests=["docker.io/x/y@sha256:man"])
-    assert digest_of(image) == "sha256:man"
+    assert digest_of(image) == "sha256:cfg"
     assert digest_of(cri_pb2.Image(id="sha256:cfg")) == "sha256:cfg"
     assert digest_of(cri_pb2.Image()) is None
 
