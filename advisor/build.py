@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from advisor import __version__
-from advisor.evaluate import AdvisorConfig, directory_choice, fit_model, held_out, learned_rankings
+from advisor.evaluate import DIRECTORY_DECISION_RUNS, AdvisorConfig, directory_choice, fit_model, held_out, learned_rankings
 from advisor.features import build_images
 from advisor.lists import ImageInventory, ListStore, PrefetchList
-from advisor.rank import collapse_directories
+from advisor.rank import DirStats, collapse_directories, directory_table
 from advisor.traces import Corpus
 
 log = logging.getLogger(__name__)
@@ -32,27 +32,41 @@ def build_lists(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=N
     Nothing is written here: the caller stores the lists only once all of them are built, so a
     failure part-way leaves no partial output.
     """
-    dirs = directory_choice(held_out(corpus, cfg, ("learned", "learned_dirs"), progress).per_run)
     images = build_images(corpus, cfg.incomplete_weight)
     model = fit_model(images)
     groups = [(d, s) for d, img in images.items() for s in img.services]
     it = progress(groups, desc="build", unit="list") if progress else groups
     refs = corpus.runs.groupby(["service", "image_digest"])["image_ref_normalized"].last()
+    rankings: dict[tuple[str, str], pd.DataFrame] = {}
+    collapsed: dict[tuple[str, str], pd.DataFrame] = {}
+    dir_tables: dict[str, dict[str, DirStats]] = {}
+    for digest, service in it:
+        svc = images[digest].services[service]
+        ranked = learned_rankings(model, images[digest], svc, np.array([svc.n]), cfg)[svc.n]
+        rankings[(digest, service)] = ranked
+        chosen = ranked.loc[ranked["include"]]
+        if digest not in dir_tables:
+            dir_tables[digest] = directory_table(corpus.files.loc[corpus.files["image_digest"] == digest])
+        listed = collapse_directories(chosen["path"].to_numpy(), chosen["size"].to_numpy(), dir_tables[digest])
+        if listed["is_dir"].any():
+            collapsed[(digest, service)] = listed
+    # Only lists that would hold a directory entry need the held-out comparison.
+    dirs = directory_choice(held_out(corpus, cfg, ("learned", "learned_dirs"), progress, groups=set(collapsed),
+                                     last_runs=DIRECTORY_DECISION_RUNS).per_run) if collapsed else {}
     inventories: dict[str, ImageInventory] = {}
     out = []
-    for digest, service in it:
-        img = images[digest]
-        svc = img.services[service]
-        ranked = learned_rankings(model, img, svc, np.array([svc.n]), cfg)[svc.n]
+    for digest, service in groups:
+        svc = images[digest].services[service]
+        ranked = rankings[(digest, service)]
         chosen = ranked.loc[ranked["include"]]
         if digest not in inventories:
             inventories[digest] = ImageInventory.from_frame(corpus.inventory.loc[corpus.inventory["image_digest"] == digest])
-        choice = dirs.get((service, digest), {"use": False, "held_out_runs": 0})
+        choice = dirs.get((service, digest)) or {
+            "use": False, "held_out_runs": 0,
+            "why": "no directory qualifies" if (digest, service) not in collapsed else "no held-out run"}
         entries = _entries(chosen)
         if choice["use"]:
-            files = corpus.files.loc[corpus.files["image_digest"] == digest]
-            listed = collapse_directories(chosen["path"].to_numpy(), chosen["size"].to_numpy(), files)
-            entries = _collapse_entries(entries, listed)
+            entries = _collapse_entries(entries, collapsed[(digest, service)])
         plist, entries = _list_with_report(entries, inventories[digest])
         if plist.skipped:
             log.warning("event=list_entries_skipped service=%s image=%s reasons=%s", service, digest, dict(plist.skipped))

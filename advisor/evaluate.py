@@ -7,6 +7,7 @@ each test run's list (learned or baseline) is built from the runs before it alon
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 
@@ -16,7 +17,7 @@ import pandas as pd
 from advisor.coldstart import map_paths
 from advisor.features import ImageFiles, ServiceHistory, build_images, labels, origin_features
 from advisor.model import StartupModel
-from advisor.rank import collapse_directories, rank_files
+from advisor.rank import DirStats, collapse_directories, directory_table, rank_files
 from advisor.simulate import SimParams, simulate, startup_trace
 from advisor.traces import Corpus
 
@@ -151,24 +152,28 @@ class ImageCatalog:
     def expand(self, entries: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Simulation ids and sizes of list entries, a directory standing for its files in path order."""
         ids, sizes = [], []
-        by_dir = None
         for path, size, is_dir in zip(entries["path"], entries["size"], entries["is_dir"]):
             if is_dir:
-                if by_dir is None:
-                    by_dir = {d: g for d, g in self.files.groupby("dir", sort=False)}
-                g = by_dir[path]
-                ids.extend(g["id"].tolist())
-                sizes.extend(g["size"].tolist())
+                rows = self.dir_rows[path]
+                ids.extend(self.files["id"].to_numpy()[rows].tolist())
+                sizes.extend(self.files["size"].to_numpy()[rows].tolist())
             else:
                 ids.append(self.path_id[path])
                 sizes.append(size)
         return np.asarray(ids, np.int64), np.asarray(sizes, np.int64)
 
-    @property
+    @functools.cached_property
     def path_id(self) -> dict:
-        if not hasattr(self, "_path_id"):
-            self._path_id = dict(zip(self.files["path"], self.files["id"]))
-        return self._path_id
+        return dict(zip(self.files["path"], self.files["id"]))
+
+    @functools.cached_property
+    def dir_rows(self) -> dict[str, np.ndarray]:
+        """Row positions in `files` of each directory's files (path order)."""
+        return {d: np.asarray(rows) for d, rows in self.files.groupby("dir", sort=False).indices.items()}
+
+    @functools.cached_property
+    def dirs(self) -> dict[str, DirStats]:
+        return directory_table(self.files)
 
 
 def image_catalog(img: ImageFiles, files: pd.DataFrame) -> ImageCatalog:
@@ -215,7 +220,7 @@ def strategy_list(name: str, img: ImageFiles, svc: ServiceHistory, k: int, cfg: 
     if name in ("learned", "learned_dirs"):
         r = ranked.loc[ranked["include"]]
         if name == "learned_dirs":
-            return catalog.expand(collapse_directories(r["path"].to_numpy(), r["size"].to_numpy(), catalog.files))
+            return catalog.expand(collapse_directories(r["path"].to_numpy(), r["size"].to_numpy(), catalog.dirs))
         return r["file"].to_numpy(np.int64), r["size"].to_numpy(np.int64)
     ids = baseline_files(name, svc, k, cfg)
     return ids, img.size[ids].astype(np.int64)
@@ -232,9 +237,11 @@ class HeldOut:
 
 
 def held_out(corpus: Corpus, cfg: AdvisorConfig, names: tuple[str, ...] = STRATEGIES + VARIANTS,
-             progress=None) -> HeldOut:
+             progress=None, groups: set[tuple[str, str]] | None = None, last_runs: int | None = None) -> HeldOut:
     """Simulate strategies `names` on every held-out run, each list built from the runs before it.
 
+    `groups` limits the simulated runs to those (image digest, service) pairs, `last_runs` to each
+    one's latest held-out runs; the model is trained the same way regardless.
     `startup_vs_oracle` and `bytes_vs_oracle` are filled when "oracle" is among `names`.
     """
     images = build_images(corpus, cfg.incomplete_weight)
@@ -242,8 +249,13 @@ def held_out(corpus: Corpus, cfg: AdvisorConfig, names: tuple[str, ...] = STRATE
     model = fit_model(images, cutoff)
     files = corpus.files
     rows = []
-    tasks = [(d, s, k) for d, img in images.items() for s, svc in img.services.items()
-             for k in range(cutoff[(d, s)], svc.n) if svc.complete[k]]
+    tasks = []
+    for d, img in images.items():
+        for s, svc in img.services.items():
+            if groups is not None and (d, s) not in groups:
+                continue
+            ks = [k for k in range(cutoff[(d, s)], svc.n) if svc.complete[k]]
+            tasks.extend((d, s, k) for k in (ks[-last_runs:] if last_runs else ks))
     it = progress(tasks, desc="evaluate", unit="run") if progress else tasks
     catalogs: dict[str, ImageCatalog] = {}
     learned: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
@@ -270,15 +282,22 @@ def held_out(corpus: Corpus, cfg: AdvisorConfig, names: tuple[str, ...] = STRATE
     return HeldOut(images, cutoff, model, per_run)
 
 
-def directory_choice(per_run: pd.DataFrame) -> dict[tuple[str, str], dict]:
-    """Per (service, image digest): do directory entries shorten its held-out startups?
+# The directory decision looks at each service's latest held-out runs only: enough to see which way
+# it goes, and bounded at scale (bench/advisor_scale.py).
+DIRECTORY_DECISION_RUNS = 4
+
+
+def directory_choice(per_run: pd.DataFrame, last_runs: int = DIRECTORY_DECISION_RUNS) -> dict[tuple[str, str], dict]:
+    """Per (service, image digest): do directory entries shorten its latest held-out startups?
 
     Directory entries are used only where the evaluation shows they help (docs/decisions.md): the
-    median over the service's held-out runs of time-to-ready with them over time-to-ready without
-    them must be below 1. `per_run` needs the strategies "learned" and "learned_dirs".
+    median over the service's last `last_runs` held-out runs of time-to-ready with them over
+    time-to-ready without them must be below 1. `per_run` needs "learned" and "learned_dirs".
     """
     if per_run.empty:
         return {}
+    latest = per_run.groupby(["service", "image_digest"])["k"].rank(method="dense", ascending=False) <= last_runs
+    per_run = per_run.loc[latest]
     ttr = per_run.pivot_table(index=["service", "image_digest", "run_id"], columns="strategy", values="time_to_ready_s")
     if not {"learned", "learned_dirs"} <= set(ttr.columns):
         return {}

@@ -18,6 +18,8 @@ likely ones, and a big, unlikely file cannot sit in front of small, certain ones
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -59,35 +61,47 @@ def rank_files(paths: np.ndarray, size: np.ndarray, p: np.ndarray, t_ms: np.ndar
     df = df.sort_values(["include", "order_key_ms", "p"], ascending=[False, True, False], kind="stable")
     return df.reset_index(drop=True)
 
-def collapse_directories(paths: np.ndarray, sizes: np.ndarray, inventory: pd.DataFrame, min_share: float = 0.95,
+class DirStats(NamedTuple):
+    n: int  # regular files directly in the directory
+    bytes: int
+    leaf: bool  # no subdirectory holds files
+
+
+def directory_table(inventory: pd.DataFrame) -> dict[str, DirStats]:
+    """Per directory of an image's regular files (path, size). Computed once per image: every list
+    of that image is collapsed against it."""
+    inv = pd.DataFrame({"path": inventory["path"].to_numpy(dtype=object), "size": inventory["size"].to_numpy(np.int64)})
+    inv["dir"] = inv["path"].str.rpartition("/")[0]
+    per_dir = inv.groupby("dir").agg(n=("path", "size"), bytes=("size", "sum"))
+    dirs = per_dir.index.to_numpy(dtype=object).astype(str)  # groupby sorts the keys
+    nxt = np.searchsorted(dirs, np.char.add(dirs, "/"))
+    nxt_dir = np.where(nxt < len(dirs), dirs[np.minimum(nxt, len(dirs) - 1)], "")
+    leaf = ~np.char.startswith(nxt_dir.astype(str), np.char.add(dirs, "/"))
+    return {d: DirStats(int(n), int(b), bool(lf)) for d, n, b, lf in zip(dirs, per_dir["n"], per_dir["bytes"], leaf)}
+
+
+def collapse_directories(paths: np.ndarray, sizes: np.ndarray, dirs: dict[str, DirStats], min_share: float = 0.95,
                          min_files: int = 4) -> pd.DataFrame:
     """Replace the listed files of a leaf directory by the directory when nearly all of it is listed.
 
-    `inventory`: the image's regular files (path, size). nydusd prefetches everything below a
-    directory entry, so only leaf directories (no subdirectory holding files) qualify, and both the
-    file share and the byte share must reach `min_share`. The entry takes the place of its first
-    listed member. Returns rows (path, size, is_dir) in list order; a directory's size is all of it.
+    `dirs`: directory_table() of the image. nydusd prefetches everything below a directory entry,
+    so only leaf directories qualify, and both the file share and the byte share must reach
+    `min_share`. The entry takes the place of its first listed member. Returns rows
+    (path, size, is_dir) in list order; a directory's size is all of it.
     """
-    listed = pd.DataFrame({"path": np.asarray(paths, dtype=object), "size": np.asarray(sizes, dtype=np.int64)})
-    listed["dir"] = listed["path"].str.rpartition("/")[0]
-    inv = inventory[["path", "size"]].copy()
-    inv["dir"] = inv["path"].str.rpartition("/")[0]
-    per_dir = inv.groupby("dir").agg(n=("path", "size"), bytes=("size", "sum"))
-    dirs = np.sort(per_dir.index.to_numpy(dtype=object).astype(str))
-    nxt = np.searchsorted(dirs, np.char.add(dirs, "/"))
-    nxt_dir = np.where(nxt < len(dirs), dirs[np.minimum(nxt, len(dirs) - 1)], "")
-    leaf = pd.Series(~np.char.startswith(nxt_dir.astype(str), np.char.add(dirs, "/")), index=dirs)
-    got = listed.groupby("dir").agg(n=("path", "size"), bytes=("size", "sum"))
-    got = got.join(per_dir.add_suffix("_inv"), how="inner")
-    ok = ((got["n"] / got["n_inv"] >= min_share) & (got["bytes"] / got["bytes_inv"].clip(lower=1) >= min_share)
-          & (got["n_inv"] >= min_files) & leaf.reindex(got.index, fill_value=False))
-    collapse = set(got.index[ok.to_numpy()])
-    if not collapse:
-        return listed.assign(is_dir=False)[["path", "size", "is_dir"]]
-    member = listed["dir"].isin(collapse)
-    first = member & ~listed["dir"].duplicated()
-    out = listed.loc[~member | first].copy()
-    out["is_dir"] = member[~member | first]
-    out.loc[out["is_dir"], "size"] = per_dir.loc[out.loc[out["is_dir"], "dir"], "bytes"].to_numpy()
-    out.loc[out["is_dir"], "path"] = out.loc[out["is_dir"], "dir"]
-    return out[["path", "size", "is_dir"]].reset_index(drop=True)
+    parents = [str(p).rpartition("/")[0] for p in paths]
+    n: dict[str, int] = {}
+    got: dict[str, int] = {}
+    for d, size in zip(parents, sizes):
+        n[d] = n.get(d, 0) + 1
+        got[d] = got.get(d, 0) + int(size)
+    collapse = {d for d, k in n.items() if (st := dirs.get(d)) is not None and st.leaf and st.n >= min_files
+                and k / st.n >= min_share and got[d] / max(st.bytes, 1) >= min_share}
+    rows, emitted = [], set()
+    for path, size, d in zip(paths, sizes, parents):
+        if d not in collapse:
+            rows.append((path, int(size), False))
+        elif d not in emitted:
+            emitted.add(d)
+            rows.append((d, dirs[d].bytes, True))
+    return pd.DataFrame(rows, columns=["path", "size", "is_dir"]).astype({"size": np.int64, "is_dir": bool})

@@ -58,13 +58,18 @@ def test_directory_entries_only_where_held_out_startups_are_shorter():
     from advisor.evaluate import directory_choice
 
     rows = []
-    # svc-a: directories shorten 2 of 3 runs; svc-b: they lengthen 2 of 3; svc-c: no difference.
-    for svc, ratios in (("a", (0.9, 0.95, 1.1)), ("b", (1.2, 1.05, 0.9)), ("c", (1.0, 1.0, 1.0))):
+    # a: directories shorten 2 of 3 runs; b: they lengthen 2 of 3; c: no difference; d: they
+    # helped early on but lengthen 3 of its 4 latest runs, which are what counts.
+    for svc, ratios in (("a", (0.9, 0.95, 1.1)), ("b", (1.2, 1.05, 0.9)), ("c", (1.0, 1.0, 1.0)),
+                        ("d", (0.5, 0.5, 0.5, 1.1, 1.1, 1.1, 0.9))):
         for i, r in enumerate(ratios):
-            rows.append({"service": svc, "image_digest": "sha256:x", "run_id": f"{svc}{i}", "strategy": "learned", "time_to_ready_s": 2.0})
-            rows.append({"service": svc, "image_digest": "sha256:x", "run_id": f"{svc}{i}", "strategy": "learned_dirs", "time_to_ready_s": 2.0 * r})
-    choice = directory_choice(pd.DataFrame(rows))
-    assert {s: c["use"] for (s, _), c in choice.items()} == {"a": True, "b": False, "c": False}
+            for name, ttr in (("learned", 2.0), ("learned_dirs", 2.0 * r)):
+                rows.append({"service": svc, "image_digest": "sha256:x", "run_id": f"{svc}{i}", "k": 10 + i,
+                             "strategy": name, "time_to_ready_s": ttr})
+    choice = directory_choice(pd.DataFrame(rows), last_runs=4)
+    assert {s: c["use"] for (s, _), c in choice.items()} == {"a": True, "b": False, "c": False, "d": False}
+    assert choice[("d", "sha256:x")]["held_out_runs"] == 4
+    assert directory_choice(pd.DataFrame(rows), last_runs=10)[("d", "sha256:x")]["use"] is True
     assert choice[("a", "sha256:x")]["median_ttr_dirs_vs_files"] == 0.95
     assert choice[("a", "sha256:x")]["held_out_runs"] == 3
     assert directory_choice(pd.DataFrame()) == {}

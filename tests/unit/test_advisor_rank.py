@@ -104,25 +104,25 @@ def _inventory():
 
 
 def test_collapse_a_nearly_fully_listed_leaf_directory():
-    from advisor.rank import collapse_directories
+    from advisor.rank import collapse_directories, directory_table
 
     inv = _inventory()
     zones = [f"/usr/share/zoneinfo/z{i}" for i in range(20)]
     paths = np.array(["/etc/a.conf", *zones], dtype=object)
     sizes = np.array([5] + [100] * 20)
-    out = collapse_directories(paths, sizes, inv)
+    out = collapse_directories(paths, sizes, directory_table(inv))
     assert out["path"].tolist() == ["/etc/a.conf", "/usr/share/zoneinfo"]
     assert out["is_dir"].tolist() == [False, True]
     assert out["size"].tolist() == [5, 2000]
 
 
 def test_no_collapse_when_part_missing_or_directory_has_subdirectories():
-    from advisor.rank import collapse_directories
+    from advisor.rank import collapse_directories, directory_table
 
     inv = _inventory()
     mods = [f"/usr/lib/mods/m{i}.so" for i in range(10)]  # all direct files, but sub/ exists
     zones = [f"/usr/share/zoneinfo/z{i}" for i in range(15)]  # 75 %
     paths = np.array(mods + zones, dtype=object)
-    out = collapse_directories(paths, np.array([1000] * 10 + [100] * 15), inv)
+    out = collapse_directories(paths, np.array([1000] * 10 + [100] * 15), directory_table(inv))
     assert not out["is_dir"].any()
     assert out["path"].tolist() == mods + zones
