@@ -29,6 +29,8 @@ class BuiltList:
 def build_lists(corpus: Corpus, cfg: AdvisorConfig = AdvisorConfig(), progress=None) -> list[BuiltList]:
     """One list per (service, image digest), from one model trained on every run of the corpus.
 
+    A list whose nearly fully listed leaf directories could become directory entries gets them only
+    when that service's latest held-out runs start faster with them (evaluate.directory_choice).
     Nothing is written here: the caller stores the lists only once all of them are built, so a
     failure part-way leaves no partial output.
     """
