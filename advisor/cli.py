@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -88,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     except TraceError as exc:
         print(f"prefetch-advisor: bad trace corpus: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        what = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        print(f"prefetch-advisor: {' '.join(what.split())}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"prefetch-advisor: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
 
@@ -132,6 +137,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise ValueError(f"unknown command {args.cmd}")
 
 
+def _pin_image(image: str) -> str:
+    """A pin's image key: an image digest as is, else the ref normalised as the agent looks it up."""
+    if image.startswith("sha256:"):
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", image):
+            raise ValueError(f"{image!r} is not an image digest (sha256: and 64 hex digits)")
+        return image
+    from agent.imageref import try_normalize_image_ref
+
+    normalized, err = try_normalize_image_ref(image)
+    if normalized is None:
+        raise ValueError(f"{image!r} is neither an image digest nor an image ref: {err}")
+    return normalized
+
+
 def _traces_summary(args: argparse.Namespace) -> int:
     from advisor.traces import load_corpus, summary
 
@@ -156,10 +175,13 @@ def _lists(args: argparse.Namespace) -> int:
     store = ListStore(args.store)
     if args.lcmd == "show":
         if not args.service:
-            for svc in store.services():
+            services = store.services()
+            for svc in services:
                 for s in store.pins(svc) + store.history(svc)[-1:]:
                     kind = f"pin {s.name}" if s.pinned else f"v{s.version}"
                     print(f"{svc}\t{s.image}\t{kind}\t{s.list_path}")
+            if not services:
+                print(f"no lists in {args.store}", file=sys.stderr)
             return 0
         s = store.latest(args.service, args.image)
         if s is None:
@@ -171,12 +193,17 @@ def _lists(args: argparse.Namespace) -> int:
             sys.stdout.write(s.load().render())
         return 0
     if args.lcmd == "pin":
+        image = _pin_image(args.image)
         data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
         plist = PrefetchList.parse(data)
         if not plist.valid:
-            raise ValueError(f"list rejected, nothing pinned: {dict(plist.skipped)} e.g. "
-                             f"{plist.rejections[0].entry} ({plist.rejections[0].reason})")
-        name = store.pin(args.service, args.image, plist, name=args.name)
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(plist.skipped.items()))
+            first = plist.rejections[0]
+            raise ValueError(f"list rejected, nothing pinned: {counts} (first: {first.entry} is {first.reason})")
+        if not len(plist):
+            raise ValueError("the list is empty, nothing pinned (a pin wins over learned lists, so an empty one would "
+                             "turn prefetch off: use `lists remove` to drop a list)")
+        name = store.pin(args.service, image, plist, name=args.name)
         print(f"pinned {len(plist)} entries as {name}")
         return 0
     if args.lcmd == "remove":

@@ -495,7 +495,9 @@ def goals(report: dict) -> dict:
 
 def format_table(report: dict) -> str:
     head = f"{'strategy':<12} {'startup/oracle':>14} {'bytes/oracle':>12} {'recall(B)':>9} {'prec(B)':>8} {'recall(f)':>9} {'ttr s':>7}"
-    lines = [head, "-" * len(head)]
+    lines = ["medians per service, then over services; startup/oracle is paired run by run, `ttr s` is not, so it can",
+             "put a strategy below the oracle (the run's own files in access order), see docs/simulation.md", "",
+             head, "-" * len(head)]
     for name, e in {**report["strategies"], **report.get("variants", {})}.items():
         def f(v, w, fmt):
             return f"{'-':>{w}}" if v is None else f"{v:>{w}{fmt}}"

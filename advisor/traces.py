@@ -146,7 +146,8 @@ def _check_paths(df: pd.DataFrame, name: str, key: str) -> None:
 def load_corpus(root: str | Path) -> Corpus:
     root = Path(root)
     if not root.is_dir():
-        raise TraceError(f"corpus directory {root} does not exist")
+        raise TraceError(f"{root} is not a directory (give the corpus directory, e.g. data/)" if root.exists()
+                         else f"corpus directory {root} does not exist")
     frames = {name: conform(read_table(find_table(root, name), name), name) for name in TABLES}
     return validate(frames["runs"], frames["accesses"], frames["inventory"])
 

@@ -69,10 +69,44 @@ def test_build_then_show_pin_remove(data, tmp_path, capsys):
 def test_pin_rejects_a_relative_entry(tmp_path, capsys):
     bad = tmp_path / "bad.list"
     bad.write_text("/ok\nrelative/path\n")
-    assert main(["lists", "--store", str(tmp_path / "s"), "pin", "svc", "sha256:x", str(bad)]) == 1
+    assert main(["lists", "--store", str(tmp_path / "s"), "pin", "svc", "sha256:" + "a" * 64, str(bad)]) == 1
     err = capsys.readouterr().err
-    assert "relative" in err and len(err.strip().splitlines()) == 1
+    assert "relative" in err and "relative/path" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s" / "pins").exists() or not any((tmp_path / "s" / "pins").glob("*.list"))
+
+
+@pytest.mark.parametrize("image, body, says", [
+    ("sha256:" + "a" * 64, "", "empty"),
+    ("sha256:" + "a" * 64, "\n\n", "empty"),
+    ("notadigest!", "/ok\n", "neither an image digest nor an image ref"),
+    ("sha256:x", "/ok\n", "not an image digest"),
+    ("sha256:" + "a" * 64, None, "No such file"),
+])
+def test_pin_refuses_what_would_silently_misbehave(tmp_path, capsys, image, body, says):
+    path = tmp_path / "hand.list"
+    if body is not None:
+        path.write_text(body)
+    assert main(["lists", "--store", str(tmp_path / "s"), "pin", "svc", image, str(path)]) == 1
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1 and "Errno" not in err
+    assert not (tmp_path / "s" / "pins").exists() or not any((tmp_path / "s" / "pins").glob("*.list"))
+
+
+def test_pin_by_image_ref_is_stored_under_the_normalised_ref(tmp_path, capsys):
+    hand = tmp_path / "hand.list"
+    hand.write_text("/usr/sbin/nginx\n")
+    assert main(["lists", "--store", str(tmp_path / "s"), "pin", "default/web/nginx", "nginx", str(hand)]) == 0
+    capsys.readouterr()
+    assert main(["lists", "--store", str(tmp_path / "s"), "show"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[:2] == ["default/web/nginx", "docker.io/library/nginx:latest"]
+
+
+def test_a_file_given_as_the_corpus_is_named_as_such(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["build", str(f), "--store", str(tmp_path / "s"), "--no-progress"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
 
 
 def test_evaluate_json(data, capsys):
