@@ -468,12 +468,19 @@ class ListStore:
         plist: PrefetchList,
         report: Mapping[str, Any] | None = None,
     ) -> int:
-        """Store a new version; returns its number (1, 2, ...)."""
+        """Store a new version; returns its number (1, 2, ...).
+
+        A list identical to the latest version is not stored again (its number is returned), so
+        rebuilding from the same traces neither grows the store nor wakes the agents' caches.
+        """
         _require_key(service, "service")
         _require_key(image_digest, "image_digest")
         directory = self._learned / encode_component(service) / encode_component(image_digest)
         with self._locked():
-            version = max(self._versions(directory), default=0) + 1
+            latest = max(self._versions(directory), default=0)
+            if latest and _read_or_none(directory / f"v{latest:06d}.list") == plist.to_bytes():
+                return latest
+            version = latest + 1
             stem = f"v{version:06d}"
             meta = {
                 **dict(report or {}),
@@ -653,3 +660,10 @@ def _prune_empty(d: Path) -> None:
 def _json_bytes(obj: Any) -> bytes:
     # ensure_ascii: a lone surrogate (a non-UTF-8 name) becomes an escape instead of an encode error
     return (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode("ascii")
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None

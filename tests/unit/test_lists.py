@@ -193,6 +193,10 @@ def test_store_versions_latest_and_history(tmp_path) -> None:
     assert store.services() == [svc]
     # the service name with '/' lives in one directory component
     assert len(list((tmp_path / "learned").iterdir())) == 1
+    # the same list again is the same version: no new files, no generation bump
+    assert store.put(svc, dig, PrefetchList(["/b"]), {"entries": []}) == 2
+    assert store.generation() == g0 + 2 and [h.version for h in store.history(svc, dig)] == [1, 2]
+    assert store.put(svc, dig, PrefetchList(["/a"])) == 3
 
 
 def test_store_latest_without_digest_takes_newest_image(tmp_path) -> None:
