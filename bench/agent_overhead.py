@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,13 +39,31 @@ IMAGE = "docker.io/testbed/busybox:1"
 LIST = ["/bin/busybox", "/data/a.txt", "/data/b.txt"]
 
 
-def agent_for(tb: Testbed, state: Path, sock: Path, services: list[str], log_level: str = "INFO") -> RunningAgent:
+def agent_for(tb: Testbed, state: Path, sock: Path, services: list[str], log_level: str = "INFO",
+              metrics_port: int = 0) -> RunningAgent:
     """An agent whose store holds a learned list for each of `services` on the benchmark image."""
     digest = tb.crictl("inspecti", "-o", "go-template", "--template", "{{.status.id}}", IMAGE).stdout.strip()
     store = ListStore(state / "advisor")
     for service in services:
         store.put(service, digest, PrefetchList(LIST), {"entries": []})
-    return RunningAgent(tb, state, "[trace]\nquiescence_s = 0.3\n", snapshotter_socket=sock, log_level=log_level).start()
+    extra = f"metrics_port = {metrics_port}\n" if metrics_port else ""
+    return RunningAgent(tb, state, "[trace]\nquiescence_s = 0.3\n", snapshotter_socket=sock, log_level=log_level,
+                        agent_config=extra).start()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def handler_buckets(port: int) -> dict[str, dict[float, float]]:
+    """The agent's own handler-latency histogram: {handler: {upper bound s: cumulative count}}."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, dict[float, float]] = {}
+    for m in re.finditer(r'^prefetch_agent_handler_seconds_bucket\{event="([^"]+)",le="([^"]+)"\} (\S+)$', body, re.M):
+        out.setdefault(m.group(1), {})[float(m.group(2))] = float(m.group(3))
+    return out
 
 
 def one_pod(tb: Testbed, name: str) -> tuple[float, float]:
@@ -95,17 +115,23 @@ def main() -> int:
         without: dict[str, list[float]] = {"start": [], "total": []}
         with_agent: dict[str, list[float]] = {"start": [], "total": []}
         handler_us: dict[str, list[int]] = {}
+        info_buckets: dict[str, dict[float, float]] = {}
         for block in range(args.blocks):
             for i in range(args.pods):
                 s, t = one_pod(tb, f"bare{block}-{i}")
                 without["start"].append(s)
                 without["total"].append(t)
-            agent = agent_for(tb, work / f"state{block}", sock, [f"default/traced{block}/main"])
+            port = free_port()
+            agent = agent_for(tb, work / f"state{block}", sock, [f"default/traced{block}/main"], metrics_port=port)
             try:
                 for i in range(args.pods):
                     s, t = one_pod(tb, f"traced{block}-{i}")
                     with_agent["start"].append(s)
                     with_agent["total"].append(t)
+                for handler, counts in handler_buckets(port).items():
+                    for le, n in counts.items():
+                        info_buckets.setdefault(handler, {}).setdefault(le, 0.0)
+                        info_buckets[handler][le] += n
             finally:
                 agent.stop()
         puts_in_blocks = len(fake.prefetch_puts())
@@ -155,6 +181,14 @@ def main() -> int:
     for handler, values in sorted(handler_us.items()):
         print(f"| {handler} | {len(values)} | {pct(values, 0.5) / 1000:.2f} ms | {pct(values, 0.99) / 1000:.2f} ms "
               f"| {max(values) / 1000:.2f} ms |")
+    print("\n## NRI handler latency in the start-latency blocks (agent at INFO, its own histogram)\n")
+    bounds = sorted({le for counts in info_buckets.values() for le in counts if le <= 0.01})
+    print("| handler | calls | " + " | ".join(f"<= {le * 1000:g} ms" for le in bounds) + " |")
+    print("|---|---|" + "---|" * len(bounds))
+    for handler, counts in sorted(info_buckets.items()):
+        total = counts.get(float("inf"), 0.0)
+        if total:
+            print(f"| {handler} | {int(total)} | " + " | ".join(f"{counts.get(le, 0.0) / total:.1%}" for le in bounds) + " |")
     print(f"\n## Agent footprint over {args.footprint_pods} pods\n")
     print("| measure | after 1 pod | after 20% | at end |")
     print("|---|---|---|---|")
