@@ -108,7 +108,7 @@ class AgentProcess:
         from agent.cri.client import DigestResolver, ImageDigestClient
         from agent.inject.injector import PrefetchInjector
         from agent.inject.snapshotter import SnapshotterClient
-        from agent.nri import Stub
+        from agent.nri import Stub, after_answer
         from agent.plugin import ImageHistory, PrefetchAgent
         from agent.store import TraceStore
         from agent.trace import Tracer
@@ -120,7 +120,7 @@ class AgentProcess:
         self.store = TraceStore(state)
         self.history = ImageHistory()
         self.history.load(self.store.recent_images())
-        self.tracer = Tracer(self.store, config.trace)
+        self.tracer = Tracer(self.store, config.trace, defer=after_answer)
         self.cri = ImageDigestClient(config.cri_socket)
         self.digests = DigestResolver(self.cri.image_digest)
         self.snapshotter = SnapshotterClient(config.inject.snapshotter_socket, state_dir=state / "sent",
@@ -130,7 +130,8 @@ class AgentProcess:
         self.plugin = PrefetchAgent(config, self.tracer, self.injector, self.digests, self.history)
         name, idx = (launch.name, launch.idx) if launch else (config.plugin_name, config.plugin_index)
         self.stub = Stub(self.plugin, config.nri_socket, name, idx, handler_budget_s=config.handler_budget_s,
-                         observe=metrics.observe_handler, preconnected=launch.sock if launch else None)
+                         observe=metrics.observe_handler, preconnected=launch.sock if launch else None,
+                         realtime=config.realtime_handlers)
         self.launched = launch is not None
 
     def run(self) -> None:

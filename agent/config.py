@@ -38,6 +38,7 @@ class AgentConfig:
     plugin_name: str = "prefetch-advisor"
     plugin_index: str = "50"
     handler_budget_s: float = 0.5
+    realtime_handlers: bool = True  # NRI connection and handler threads SCHED_FIFO (see the stub)
     metrics_port: int = 0  # 0: no metrics endpoint
     trace_enabled: bool = True
     trace: TraceConfig = field(default_factory=TraceConfig)

@@ -17,7 +17,7 @@ from agent import metrics
 from agent.config import AgentConfig, merge_toml
 from agent.identity import ServiceKey, service_key
 from agent.imageref import ImageRefError, normalize
-from agent.nri import Container, Plugin, Pod
+from agent.nri import Container, Plugin, Pod, after_answer
 from agent.trace import RunMeta, TraceConfig
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class ImageHistory:
 # Keys a running agent cannot change: they shaped a socket, a thread pool or a buffer at start.
 _RESTART_ONLY = {
     "agent": ("state_dir", "nri_socket", "cri_socket", "plugin_name", "plugin_index", "handler_budget_s",
-              "metrics_port"),
+              "realtime_handlers", "metrics_port"),
     "trace": ("read_events", "reads_per_wake", "probe_workers"),
     "inject": ("snapshotter_socket", "put_timeout_s", "advisor_store"),
 }
@@ -194,7 +194,8 @@ class PrefetchAgent(Plugin):
                 if ref:
                     self.history.record(key, ref, digest)
 
-            self.digests.resolve(meta.image_ref, on_digest)
+            image_ref, digests = meta.image_ref, self.digests
+            after_answer(lambda: digests.resolve(image_ref, on_digest))
 
     def run_meta(self, pod: Pod, container: Container) -> RunMeta:
         key = service_key(pod.namespace, pod.name, pod.labels, container.name)

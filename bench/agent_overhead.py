@@ -137,30 +137,33 @@ def main() -> int:
         puts_in_blocks = len(fake.prefetch_puts())
 
         # Handler latency: the same pods through an agent logging each call (DEBUG).
-        agent = agent_for(tb, work / "handlers", sock, ["default/handlers/main"], log_level="DEBUG")
-        try:
-            for i in range(args.handler_pods):
-                one_pod(tb, f"handlers-{i}")
-        finally:
-            agent.stop()
-        for handler, us in re.findall(r"event=nri_handled handler=(\S+) us=(\d+) outcome=ok", agent.log_text()):
-            handler_us.setdefault(handler, []).append(int(us))
-        handoffs = len(re.findall(r"event=inject_done .* sent=1 put=ok", agent.log_text()))
+        handoffs = 0
+        if args.handler_pods:
+            agent = agent_for(tb, work / "handlers", sock, ["default/handlers/main"], log_level="DEBUG")
+            try:
+                for i in range(args.handler_pods):
+                    one_pod(tb, f"handlers-{i}")
+            finally:
+                agent.stop()
+            for handler, us in re.findall(r"event=nri_handled handler=(\S+) us=(\d+) outcome=ok", agent.log_text()):
+                handler_us.setdefault(handler, []).append(int(us))
+            handoffs = len(re.findall(r"event=inject_done .* sent=1 put=ok", agent.log_text()))
 
         # Footprint: one agent process through many pods.
-        agent = agent_for(tb, work / "footprint", sock, ["default/fp/main"])
-        try:
-            one_pod(tb, "fp-warm-0")
-            rss_start, fds_start = agent.rss_bytes(), agent.fd_count()
-            rss_mid = rss_start
-            for i in range(args.footprint_pods):
-                one_pod(tb, f"fp-{i}")
-                if i == args.footprint_pods // 5:
-                    rss_mid = agent.rss_bytes()
-            time.sleep(1.0)  # let the last runs be finalised
-            rss_end, fds_end, children = agent.rss_bytes(), agent.fd_count(), agent.children()
-        finally:
-            agent.stop()
+        if args.footprint_pods:
+            agent = agent_for(tb, work / "footprint", sock, ["default/fp/main"])
+            try:
+                one_pod(tb, "fp-warm-0")
+                rss_start, fds_start = agent.rss_bytes(), agent.fd_count()
+                rss_mid = rss_start
+                for i in range(args.footprint_pods):
+                    one_pod(tb, f"fp-{i}")
+                    if i == args.footprint_pods // 5:
+                        rss_mid = agent.rss_bytes()
+                time.sleep(1.0)  # let the last runs be finalised
+                rss_end, fds_end, children = agent.rss_bytes(), agent.fd_count(), agent.children()
+            finally:
+                agent.stop()
     finally:
         tb.down()
         fake.stop()
@@ -189,6 +192,8 @@ def main() -> int:
         total = counts.get(float("inf"), 0.0)
         if total:
             print(f"| {handler} | {int(total)} | " + " | ".join(f"{counts.get(le, 0.0) / total:.1%}" for le in bounds) + " |")
+    if not args.footprint_pods:
+        return 0
     print(f"\n## Agent footprint over {args.footprint_pods} pods\n")
     print("| measure | after 1 pod | after 20% | at end |")
     print("|---|---|---|---|")

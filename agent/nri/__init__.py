@@ -12,7 +12,7 @@ Example::
 """
 
 from agent.nri.model import Container, ContainerState, Event, Mount, Pod
-from agent.nri.stub import Launch, Plugin, RegistrationError, Stub, launched_by_runtime
+from agent.nri.stub import Launch, Plugin, RegistrationError, Stub, after_answer, launched_by_runtime
 
 __all__ = ["Container", "ContainerState", "Event", "Launch", "Mount", "Plugin", "Pod", "RegistrationError", "Stub",
-           "launched_by_runtime"]
+           "after_answer", "launched_by_runtime"]

@@ -12,6 +12,10 @@ plugin silently sees nothing, so failing open is the only safe answer.
 Handlers normally run one at a time in event order (containerd sends events one by one and we
 wait for each). Only after a handler overruns its budget can two run at once, so handlers that
 share state should still guard it.
+
+The runtime waits for each answer, so two things keep its wait short. Work a handler starts but
+need not finish first goes through :func:`after_answer`. With ``realtime=True`` the connection and
+handler threads run SCHED_FIFO, so each hop between them takes microseconds, not a time slice.
 """
 
 from __future__ import annotations
@@ -155,8 +159,55 @@ Observer = Callable[[str, float, str], None]
 """``observe(handler_name, seconds, outcome)``; outcome is ok, error, overrun or skipped."""
 
 
+_current = threading.local()
+FOLLOWUP_WAIT_S = 0.2
+"""Longest a handler's follow-ups wait for the answer to go out (a PluginService used without a
+Stub never says; then they run after this)."""
+
+
+def after_answer(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` once the runtime has this handler's answer; run it now outside a handler.
+
+    For work a handler starts but the runtime need not wait for: waking a reader thread, queueing a
+    lookup. Done before the answer, such work competes with it for the GIL and the CPU and shows in
+    the runtime's latency. ``fn`` runs on the handler's worker and must be quick; an exception is
+    logged.
+    """
+    call = getattr(_current, "call", None)
+    if call is None or call.answered.is_set():
+        _run_followup(fn, "-", "")
+    else:
+        call.followups.append(fn)
+
+
+def _run_followup(fn: Callable[[], Any], label: str, ids: str) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("event=nri_followup_failed handler=%s %s", label, ids)
+
+
+REALTIME_PRIORITY = 1
+"""SCHED_FIFO priority of the connection and handler threads when ``realtime`` is on: the lowest
+real-time level, above every normal task and below every other real-time one."""
+
+
+def set_realtime(tid: int = 0) -> None:
+    """Make thread ``tid`` (0: the caller) SCHED_FIFO; threads and processes it creates start normal.
+
+    A woken real-time thread runs at once instead of after the running task's time slice: on a
+    busy node that slice put 2-5 ms on about 1 in 25 answers (see docs/decisions.md).
+    """
+    os.sched_setscheduler(tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(REALTIME_PRIORITY))
+
+
+def set_normal(tid: int = 0) -> None:
+    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+
+
 class _Call:
-    __slots__ = ("fn", "args", "label", "ids", "done", "failed", "finished", "abandoned", "started")
+    __slots__ = ("fn", "args", "label", "ids", "done", "failed", "finished", "abandoned", "started", "answered",
+                 "followups", "tid")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], label: str, ids: str) -> None:
         self.fn = fn
@@ -168,6 +219,9 @@ class _Call:
         self.finished = False
         self.abandoned = False
         self.started = 0.0
+        self.answered = threading.Event()
+        self.followups: list[Callable[[], Any]] = []
+        self.tid = 0  # the worker's native thread id, once it runs the call
 
 
 class BoundedRunner:
@@ -178,15 +232,18 @@ class BoundedRunner:
     on stale events, and queueing would let stalls pile up without bound.
     """
 
-    def __init__(self, budget_s: float, workers: int = 4, observe: Observer | None = None) -> None:
+    def __init__(self, budget_s: float, workers: int = 4, observe: Observer | None = None,
+                 realtime: bool = False) -> None:
         if budget_s <= 0:
             raise ValueError(f"handler budget must be positive, got {budget_s}")
         if workers < 1:
             raise ValueError(f"need at least one handler worker, got {workers}")
         self.budget_s = budget_s
         self._observe = observe
+        self.realtime = realtime
         self._free = threading.Semaphore(workers)
         self._lock = threading.Lock()
+        self._unanswered: list[_Call] = []
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"nri-handler-{i}", daemon=True) for i in range(workers)
@@ -215,10 +272,21 @@ class BoundedRunner:
                 else:
                     call.abandoned = True
                     outcome = "overrun"
+                    if self.realtime:
+                        self._demote(call)
             if outcome == "overrun":
                 log.warning("event=nri_handler_overrun answered=ok handler=%s %s budget_s=%.3f", label, ids, budget)
         self._report(label, time.monotonic() - call.started, outcome)
+        with self._lock:
+            self._unanswered.append(call)
         return outcome
+
+    def answered(self) -> None:
+        """The answers to every call so far are sent: let their follow-ups run."""
+        with self._lock:
+            calls, self._unanswered = self._unanswered, []
+        for call in calls:
+            call.answered.set()
 
     def stop(self) -> None:
         """Let idle workers exit; busy ones exit after their call (they are daemons either way)."""
@@ -232,22 +300,50 @@ class BoundedRunner:
             except Exception:  # an observer must never break the answer path
                 log.exception("event=nri_observer_failed handler=%s", label)
 
+    def _demote(self, call: _Call) -> None:
+        # An overrunning handler may be spinning: it goes on at normal priority, never starving the node.
+        try:
+            set_normal(call.tid)
+        except OSError as exc:
+            log.warning("event=nri_demote_failed handler=%s tid=%d error=%s", call.label, call.tid, exc)
+
+    def _promote(self) -> None:
+        try:
+            set_realtime()
+        except OSError as exc:  # no CAP_SYS_NICE, or a cgroup without real-time budget
+            self.realtime = False
+            log.warning("event=nri_realtime_refused error=%s note=handlers_run_at_normal_priority", exc)
+
     def _work(self) -> None:
+        if self.realtime:
+            self._promote()
+        tid = threading.get_native_id()
         while True:
             call = self._queue.get()
             if call is None:
                 return
+            call.tid = tid
+            _current.call = call
             try:
                 call.fn(*call.args)
             except BaseException:  # even SystemExit from a handler must not shrink the pool
                 call.failed = True
                 log.exception("event=nri_handler_failed answered=ok handler=%s %s", call.label, call.ids)
             finally:
+                _current.call = None
                 with self._lock:
                     call.finished = True
                     abandoned = call.abandoned
                 call.done.set()
                 self._free.release()
+            if call.followups:
+                # An overrun call was answered at its budget already.
+                if not abandoned:
+                    call.answered.wait(FOLLOWUP_WAIT_S)
+                for fn in call.followups:
+                    _run_followup(fn, call.label, call.ids)
+            if abandoned and self.realtime:
+                self._promote()
             if abandoned:
                 log.warning("event=nri_handler_late_finish handler=%s %s elapsed_s=%.3f failed=%s",
                             call.label, call.ids, time.monotonic() - call.started, call.failed)
@@ -469,6 +565,7 @@ class Stub:
         reconnect: bool = True,
         observe: Observer | None = None,
         preconnected: socket.socket | None = None,
+        realtime: bool = False,
     ) -> None:
         validate_registration(name, idx)
         if handler_budget_s >= 2.0:
@@ -483,7 +580,8 @@ class Stub:
         self.backoff_max_s = backoff_max_s
         self.reconnect = reconnect and preconnected is None
         self._preconnected = preconnected
-        self._runner = BoundedRunner(handler_budget_s, workers, observe)
+        self.realtime = realtime
+        self._runner = BoundedRunner(handler_budget_s, workers, observe, realtime)
         self._service = PluginService(plugin, self._runner)
         self._stop = threading.Event()
         self._sock_lock = threading.Lock()
@@ -522,6 +620,7 @@ class Stub:
         self._ran = True
         backoff = self.backoff_initial_s
         announced_unavailable = False
+        restore = self._become_realtime() if self.realtime else None
         try:
             while not self._stop.is_set():
                 try:
@@ -562,6 +661,18 @@ class Stub:
                 backoff = min(self.backoff_max_s, backoff * 2)
         finally:
             self._runner.stop()
+            if restore is not None:
+                os.sched_setscheduler(0, *restore)
+
+    def _become_realtime(self) -> tuple[int, os.sched_param] | None:
+        """The thread serving the connection wakes first on each request: make it real-time too."""
+        before = (os.sched_getscheduler(0), os.sched_getparam(0))
+        try:
+            set_realtime()
+        except OSError as exc:
+            log.warning("event=nri_realtime_refused error=%s note=connection_runs_at_normal_priority", exc)
+            return None
+        return before
 
     def _sleep(self, backoff: float) -> None:
         # Jitter (50-100 % of the delay) keeps many agents from reconnecting in lockstep.
@@ -666,4 +777,7 @@ class Stub:
                        ttrpc.encode_response(msg.stream_id, ttrpc.Code.INVALID_ARGUMENT, str(exc)))
             return
         code, text, payload = self._service.handle(request)
-        self._send(sock, mux.PLUGIN_SERVICE_CONN, ttrpc.encode_response(msg.stream_id, code, text, payload))
+        try:
+            self._send(sock, mux.PLUGIN_SERVICE_CONN, ttrpc.encode_response(msg.stream_id, code, text, payload))
+        finally:
+            self._runner.answered()

@@ -50,8 +50,12 @@ class Tracer:
         *,
         wall_clock: Callable[[], int] = time.time_ns,
         on_finished: Callable[[RunSummary], None] | None = None,
+        defer: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
+        """``defer(fn)`` runs fn a little later; the agent passes ``agent.nri.after_answer`` so a new
+        run's set-up on the reader thread waits until containerd has the StartContainer answer."""
         self.config = config or TraceConfig()
+        self._defer = defer
         self._clock = clock
         self._wall = wall_clock
         self._own_pid = os.getpid()
@@ -129,7 +133,10 @@ class Tracer:
         if previous is not None:
             log.info("event=trace_run_replaced container=%s run_id=%s", meta.container_id, previous.meta.run_id)
             self._command(("end", previous, "stop"))
-        self._command(("add", rec))
+        # The events wait in the group's queue meanwhile: the entrypoint runs only after the answer.
+        self._command(("add", rec), wake=self._defer is None)
+        if self._defer is not None:
+            self._defer(self._wake)
         return True
 
     def stop_run(self, container_id: str, reason: str = "stop") -> None:
@@ -182,12 +189,20 @@ class Tracer:
         self._finaliser.submit(("stop",))
         self._finaliser.join(timeout)
         self._sel.close()
-        os.close(self._wake_fd)
+        with self._lock:
+            os.close(self._wake_fd)
+            self._wake_fd = -1
 
     # --- reader thread ------------------------------------------------------------------------------
-    def _command(self, cmd: tuple[Any, ...]) -> None:
+    def _command(self, cmd: tuple[Any, ...], wake: bool = True) -> None:
         self._commands.append(cmd)
-        fan.eventfd_signal(self._wake_fd)
+        if wake:
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:  # a late deferred wake must not write to a closed (maybe reused) fd number
+            if self._wake_fd >= 0:
+                fan.eventfd_signal(self._wake_fd)
 
     def _read_loop(self) -> None:
         bufsize, reads, own, fd_paths = self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths

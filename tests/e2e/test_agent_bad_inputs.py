@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -234,3 +235,19 @@ def test_50_pods_in_a_row_leak_nothing(testbed, agent):
     wait_for(lambda: agent.fd_count() <= fds_before + 2, 10, "fds to settle back")
     assert agent.children() == []  # probes and helpers reaped: no defunct children
     _assert_agent_healthy(agent)
+
+
+def _sched_policy(pid: int, tid: str) -> int:
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[38])  # field 41, policy
+
+
+def test_only_the_nri_connection_and_handler_threads_run_realtime(testbed, agent):
+    # By now handlers have started the thread pools they start lazily: those must run normal.
+    _, ctr, _ = _run_once(testbed, "policy", ["cat", "/data/a.txt"])
+    testbed.wait_exit(ctr)
+    _run_of(agent, "default/policy/main")
+    policies = [_sched_policy(agent.pid, tid) & ~os.SCHED_RESET_ON_FORK for tid in os.listdir(f"/proc/{agent.pid}/task")]
+    assert len(policies) > 8  # reader, finaliser, CRI, injector, snapshotter sender, metrics...
+    assert policies.count(os.SCHED_FIFO) == 5, policies  # the connection and 4 handler workers
+    assert set(policies) == {os.SCHED_FIFO, os.SCHED_OTHER}

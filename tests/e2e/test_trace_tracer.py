@@ -7,6 +7,7 @@ calls start_run on it, lets it run a known script, and checks what the real Trac
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -454,3 +455,34 @@ def test_fid_reporting_is_refused_on_an_overlay_so_the_tracer_uses_fd_mode(overl
     finally:
         os.close(fid)
     os.close(fan.open_filesystem_group(str(overlay["merged"])))
+
+
+def test_deferred_set_up_waits_for_the_wake_and_loses_no_event(overlay, tmp_path, caplog):
+    # The agent defers the reader's part of a new run until containerd has its answer; what the
+    # container reads meanwhile waits in the group's queue.
+    deferred: list = []
+    store = TraceStore(tmp_path / "state")
+    done = threading.Event()
+    started = lambda: any("event=trace_run_started" in r.getMessage() for r in caplog.records)  # noqa: E731
+    caplog.set_level(logging.INFO, logger="agent.trace.tracer")
+    tracer = Tracer(store, TraceConfig(digest_wait_s=0), on_finished=lambda s: done.set(), defer=deferred.append)
+    os.mkfifo(overlay["merged"] / "tmp" / "deferred.fifo")  # no writer: the script blocks on it
+    p = Jailed(overlay["merged"], "read x < /data/a.txt; read y < /data/b.txt; read z < /tmp/deferred.fifo")
+    try:
+        assert tracer.start_run(meta("deferred"), p.pid)
+        assert len(deferred) == 1
+        p.go()
+        time.sleep(0.3)  # the script has read both files by now
+        assert not started() and not done.is_set()
+        deferred[0]()
+        deadline = time.monotonic() + 5
+        while not started():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        tracer.stop_run("cid-deferred")
+        assert done.wait(20)
+    finally:
+        p.kill()
+        tracer.close()
+    acc = store.read_accesses().sort_values("seq")
+    assert list(acc.path)[:3] == ["/bin/busybox", "/data/a.txt", "/data/b.txt"]

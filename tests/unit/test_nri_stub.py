@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -390,3 +395,168 @@ def test_preconnected_stub_registers_serves_configure_and_returns_at_eof(caplog)
             thread.join(3)
     assert not thread.is_alive(), "run() kept going after the pre-connected socket closed"
     assert "nri_socket_unavailable" not in caplog.text
+
+
+@contextmanager
+def _serving(plugin: Plugin, **stub_kw):
+    """A pre-connected stub registered with a fake runtime; yields `call(method, msg) -> response`."""
+    ours, runtime = socket.socketpair()
+    stub = stubmod.Stub(plugin, "/nonexistent/nri.sock", name="t", idx="42", preconnected=ours, **stub_kw)
+    thread = threading.Thread(target=stub.run)
+    thread.start()
+    runtime.settimeout(5)
+    frames = mux.FrameDecoder()
+    conns = {mux.PLUGIN_SERVICE_CONN: ttrpc.MessageDecoder(), mux.RUNTIME_SERVICE_CONN: ttrpc.MessageDecoder()}
+    _, msg = _read_message(runtime, frames, conns)
+    runtime.sendall(mux.encode_frames(mux.RUNTIME_SERVICE_CONN, ttrpc.encode_response(msg.stream_id)))
+    stream = iter(range(1, 1000, 2))
+
+    class Call:
+        def __call__(self, method: str, message, read_answer: bool = True) -> ttrpc.Response | None:
+            runtime.sendall(mux.encode_frames(mux.PLUGIN_SERVICE_CONN,
+                                              ttrpc.encode_request(next(stream), _req(method, message))))
+            return self.answer() if read_answer else None
+
+        def answer(self) -> ttrpc.Response:
+            conn_id, answer = _read_message(runtime, frames, conns)
+            assert conn_id == mux.PLUGIN_SERVICE_CONN
+            return ttrpc.decode_response(answer.body)
+
+    call = Call()
+
+    try:
+        yield call, runtime, thread
+    finally:
+        runtime.close()
+        thread.join(3)
+    assert not thread.is_alive()
+
+
+def _start_request() -> nri_pb2.StateChangeEvent:
+    return nri_pb2.StateChangeEvent(event=nri_pb2.START_CONTAINER, pod=_pod_pb(), container=_ctr_pb())
+
+
+def test_after_answer_work_runs_once_the_runtime_has_the_answer() -> None:
+    seen: list[bool] = []
+    ran = threading.Event()
+
+    class Defers(Plugin):
+        def start_container(self, pod: Pod, container: Container) -> None:
+            def later() -> None:
+                # The answer's bytes are in the runtime's socket before this runs.
+                seen.append(bool(select.select([runtime], [], [], 0)[0]))
+                ran.set()
+            stubmod.after_answer(later)
+            time.sleep(0.05)  # were `later` run now, it would find nothing to read
+            seen.append(ran.is_set())
+
+    with _serving(Defers()) as (call, runtime, _):
+        # The fake runtime reads the answer only after `later` has run.
+        call("StateChange", _start_request(), read_answer=False)
+        assert ran.wait(2)
+        assert call.answer().ok
+    assert seen == [False, True]
+
+
+def test_after_answer_outside_a_handler_runs_at_once() -> None:
+    ran: list[str] = []
+    stubmod.after_answer(lambda: ran.append(threading.current_thread().name))
+    assert ran == [threading.current_thread().name]
+
+
+def test_follow_ups_wait_for_the_answer_and_run_anyway_if_none_is_sent(monkeypatch) -> None:
+    ran = threading.Event()
+
+    class Defers(Plugin):
+        def start_container(self, pod: Pod, container: Container) -> None:
+            stubmod.after_answer(ran.set)
+
+    runner = stubmod.BoundedRunner(0.5, workers=1)
+    svc = stubmod.PluginService(Defers(), runner)
+    monkeypatch.setattr(stubmod, "FOLLOWUP_WAIT_S", 30.0)
+    assert svc.handle(_req("StateChange", _start_request())) == (0, "", b"")
+    assert not ran.wait(0.2)
+    runner.answered()
+    assert ran.wait(2)
+    # A PluginService used without a Stub never reports answers: follow-ups run after the wait.
+    ran.clear()
+    monkeypatch.setattr(stubmod, "FOLLOWUP_WAIT_S", 0.1)
+    svc.handle(_req("StateChange", _start_request()))
+    assert ran.wait(2)
+    runner.stop()
+
+
+def test_a_failing_follow_up_is_logged_and_the_worker_serves_on(caplog) -> None:
+    class Defers(Plugin):
+        def start_container(self, pod: Pod, container: Container) -> None:
+            stubmod.after_answer(lambda: 1 / 0)
+
+    runner = stubmod.BoundedRunner(0.5, workers=1)
+    svc = stubmod.PluginService(Defers(), runner)
+    with caplog.at_level(logging.WARNING, logger="agent.nri.stub"):
+        for _ in range(2):
+            assert svc.handle(_req("StateChange", _start_request())) == (0, "", b"")
+            runner.answered()
+        deadline = time.monotonic() + 2
+        while sum("event=nri_followup_failed" in r.getMessage() for r in caplog.records) < 2:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.01)
+    (record, _) = [r for r in caplog.records if "event=nri_followup_failed" in r.getMessage()]
+    assert "handler=start_container" in record.getMessage() and "container_id=ctr-1" in record.getMessage()
+    runner.stop()
+
+
+def _policy(tid: int = 0) -> int:
+    return os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK
+
+
+@pytest.mark.e2e  # needs root (CAP_SYS_NICE) for SCHED_FIFO
+def test_realtime_stub_runs_connection_and_handlers_fifo_and_what_they_start_normal() -> None:
+    seen: dict[str, int] = {}
+
+    class Looks(Plugin):
+        def start_container(self, pod: Pod, container: Container) -> None:
+            seen["handler"] = _policy()
+            child = threading.Thread(target=lambda: seen.setdefault("thread_it_starts", _policy()))
+            child.start()
+            child.join()
+            seen["process_it_starts"] = int(subprocess.run(
+                [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+                capture_output=True, text=True, check=True).stdout)
+
+    with _serving(Looks(), realtime=True) as (call, _, thread):
+        assert call("StateChange", _start_request()).ok
+        seen["connection"] = _policy(thread.native_id)
+    assert seen == {"handler": os.SCHED_FIFO, "thread_it_starts": os.SCHED_OTHER,
+                    "process_it_starts": os.SCHED_OTHER, "connection": os.SCHED_FIFO}
+    # Without the option nothing changes.
+    seen.clear()
+    with _serving(Looks()) as (call, _, thread):
+        assert call("StateChange", _start_request()).ok
+        seen["connection"] = _policy(thread.native_id)
+    assert seen["handler"] == seen["connection"] == os.SCHED_OTHER
+
+
+@pytest.mark.e2e  # needs root (CAP_SYS_NICE) for SCHED_FIFO
+def test_an_overrunning_realtime_handler_goes_on_at_normal_priority_then_gets_it_back() -> None:
+    policies: list[int] = []
+    release = threading.Event()
+
+    class Stalls(Plugin):
+        def start_container(self, pod: Pod, container: Container) -> None:
+            policies.append(_policy())
+            if len(policies) == 1:
+                release.wait(5)  # overruns the 50 ms budget; the runner demotes this thread meanwhile
+                policies.append(_policy())
+
+    runner = stubmod.BoundedRunner(0.05, workers=1, realtime=True)
+    svc = stubmod.PluginService(Stalls(), runner)
+    assert svc.handle(_req("StateChange", _start_request())) == (0, "", b"")
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(policies) < 3:  # calls are skipped until the one worker is back in the pool
+        assert time.monotonic() < deadline, policies
+        assert svc.handle(_req("StateChange", _start_request())) == (0, "", b"")
+        time.sleep(0.01)
+    assert policies == [os.SCHED_FIFO, os.SCHED_OTHER, os.SCHED_FIFO]
+    runner.stop()
