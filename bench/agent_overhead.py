@@ -11,7 +11,8 @@ like upstream) and a learned list in its store for every benchmark service, so R
 the whole hand-off (choose, write the list file, PUT) from each service's second pod on. Per-call
 handler times are logged only at DEBUG, so they come from one more block of agent pods at DEBUG.
 
-usage: sudo .venv/bin/python bench/agent_overhead.py [--blocks 4] [--pods 15] [--footprint-pods 50]
+usage: sudo .venv/bin/python bench/agent_overhead.py [--blocks 4] [--pods 25] [--handler-pods 100]
+       [--footprint-pods 50]   (0 pods skips that part)
 """
 
 from __future__ import annotations
@@ -97,9 +98,9 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--pods", type=int, default=15, help="pods per block")
+    parser.add_argument("--pods", type=int, default=25, help="pods per block")
     parser.add_argument("--footprint-pods", type=int, default=50)
-    parser.add_argument("--handler-pods", type=int, default=60, help="pods through the DEBUG agent")
+    parser.add_argument("--handler-pods", type=int, default=100, help="pods through the DEBUG agent")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("agent_overhead: needs root (containerd, fanotify)", file=sys.stderr)
