@@ -3,6 +3,7 @@
 The `e2e` marker: a test that needs root and the installed testbed (containerd with NRI, runc,
 crictl, fanotify). Everything under tests/e2e/ gets the marker automatically. When a prerequisite
 is missing, the test FAILS with the reason if CI=true, and is skipped with the reason otherwise.
+Under CI=true no test skips at all: any skip is reported as a failure with its reason.
 """
 
 from __future__ import annotations
@@ -59,3 +60,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     # A failure raised during setup would show as ERROR; report it as the test's own FAILURE.
     if call.when == "setup" and report.failed and _MISSING_IN_CI in item.stash:
         report.when = "call"
+    # CI runs every test: any other skip there (pytest.skip, importorskip, a skip marker) would hide
+    # a broken set-up behind a green run, so it fails with its reason.
+    if report.skipped and running_in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.when = "call"
+        report.longrepr = f"skipped under CI=true, so this fails: {reason}"
