@@ -194,8 +194,7 @@ class PrefetchAgent(Plugin):
                 if ref:
                     self.history.record(key, ref, digest)
 
-            image_ref, digests = meta.image_ref, self.digests
-            after_answer(lambda: digests.resolve(image_ref, on_digest))
+            after_answer(lambda: self.digests.resolve(meta.image_ref, on_digest))
 
     def run_meta(self, pod: Pod, container: Container) -> RunMeta:
         key = service_key(pod.namespace, pod.name, pod.labels, container.name)

@@ -12,7 +12,7 @@ the whole hand-off (choose, write the list file, PUT) from each service's second
 handler times are logged only at DEBUG, so they come from one more block of agent pods at DEBUG.
 
 usage: sudo .venv/bin/python bench/agent_overhead.py [--blocks 4] [--pods 25] [--handler-pods 100]
-       [--footprint-pods 50]   (0 pods skips that part)
+       [--footprint-pods 50]   (--handler-pods 0 or --footprint-pods 0 skips that part)
 """
 
 from __future__ import annotations

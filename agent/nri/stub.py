@@ -192,17 +192,25 @@ REALTIME_PRIORITY = 1
 real-time level, above every normal task and below every other real-time one."""
 
 
-def set_realtime(tid: int = 0) -> None:
-    """Make thread ``tid`` (0: the caller) SCHED_FIFO; threads and processes it creates start normal.
+_realtime_refusal_logged = False
+
+
+def become_realtime() -> bool:
+    """Make the calling thread SCHED_FIFO; threads and processes it creates start normal.
 
     A woken real-time thread runs at once instead of after the running task's time slice: on a
-    busy node that slice put 2-5 ms on about 1 in 25 answers (see docs/decisions.md).
+    busy node that slice put 2-5 ms on about 1 in 25 answers (see docs/decisions.md). False, logged
+    once, where the node refuses it (no CAP_SYS_NICE, a cgroup without real-time budget).
     """
-    os.sched_setscheduler(tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(REALTIME_PRIORITY))
-
-
-def set_normal(tid: int = 0) -> None:
-    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    global _realtime_refusal_logged
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(REALTIME_PRIORITY))
+        return True
+    except OSError as exc:
+        if not _realtime_refusal_logged:
+            _realtime_refusal_logged = True
+            log.warning("event=nri_realtime_refused error=%s note=nri_threads_run_at_normal_priority", exc)
+        return False
 
 
 class _Call:
@@ -277,8 +285,9 @@ class BoundedRunner:
             if outcome == "overrun":
                 log.warning("event=nri_handler_overrun answered=ok handler=%s %s budget_s=%.3f", label, ids, budget)
         self._report(label, time.monotonic() - call.started, outcome)
-        with self._lock:
-            self._unanswered.append(call)
+        if call.followups and outcome != "overrun":  # an overrun call's follow-ups never wait
+            with self._lock:
+                self._unanswered.append(call)
         return outcome
 
     def answered(self) -> None:
@@ -303,20 +312,13 @@ class BoundedRunner:
     def _demote(self, call: _Call) -> None:
         # An overrunning handler may be spinning: it goes on at normal priority, never starving the node.
         try:
-            set_normal(call.tid)
+            os.sched_setscheduler(call.tid, os.SCHED_OTHER, os.sched_param(0))
         except OSError as exc:
             log.warning("event=nri_demote_failed handler=%s tid=%d error=%s", call.label, call.tid, exc)
 
-    def _promote(self) -> None:
-        try:
-            set_realtime()
-        except OSError as exc:  # no CAP_SYS_NICE, or a cgroup without real-time budget
-            self.realtime = False
-            log.warning("event=nri_realtime_refused error=%s note=handlers_run_at_normal_priority", exc)
-
     def _work(self) -> None:
         if self.realtime:
-            self._promote()
+            become_realtime()
         tid = threading.get_native_id()
         while True:
             call = self._queue.get()
@@ -343,7 +345,7 @@ class BoundedRunner:
                 for fn in call.followups:
                     _run_followup(fn, call.label, call.ids)
             if abandoned and self.realtime:
-                self._promote()
+                become_realtime()
             if abandoned:
                 log.warning("event=nri_handler_late_finish handler=%s %s elapsed_s=%.3f failed=%s",
                             call.label, call.ids, time.monotonic() - call.started, call.failed)
@@ -620,7 +622,10 @@ class Stub:
         self._ran = True
         backoff = self.backoff_initial_s
         announced_unavailable = False
-        restore = self._become_realtime() if self.realtime else None
+        # The thread serving the connection wakes first on each request: real-time too.
+        restore = (os.sched_getscheduler(0), os.sched_getparam(0))
+        if not (self.realtime and become_realtime()):
+            restore = None
         try:
             while not self._stop.is_set():
                 try:
@@ -663,16 +668,6 @@ class Stub:
             self._runner.stop()
             if restore is not None:
                 os.sched_setscheduler(0, *restore)
-
-    def _become_realtime(self) -> tuple[int, os.sched_param] | None:
-        """The thread serving the connection wakes first on each request: make it real-time too."""
-        before = (os.sched_getscheduler(0), os.sched_getparam(0))
-        try:
-            set_realtime()
-        except OSError as exc:
-            log.warning("event=nri_realtime_refused error=%s note=connection_runs_at_normal_priority", exc)
-            return None
-        return before
 
     def _sleep(self, backoff: float) -> None:
         # Jitter (50-100 % of the delay) keeps many agents from reconnecting in lockstep.

@@ -55,7 +55,7 @@ class Tracer:
         """``defer(fn)`` runs fn a little later; the agent passes ``agent.nri.after_answer`` so a new
         run's set-up on the reader thread waits until containerd has the StartContainer answer."""
         self.config = config or TraceConfig()
-        self._defer = defer
+        self._defer = defer or (lambda fn: fn())
         self._clock = clock
         self._wall = wall_clock
         self._own_pid = os.getpid()
@@ -134,9 +134,8 @@ class Tracer:
             log.info("event=trace_run_replaced container=%s run_id=%s", meta.container_id, previous.meta.run_id)
             self._command(("end", previous, "stop"))
         # The events wait in the group's queue meanwhile: the entrypoint runs only after the answer.
-        self._command(("add", rec), wake=self._defer is None)
-        if self._defer is not None:
-            self._defer(self._wake)
+        self._command(("add", rec), wake=False)
+        self._defer(self._wake)
         return True
 
     def stop_run(self, container_id: str, reason: str = "stop") -> None:

@@ -560,3 +560,18 @@ def test_an_overrunning_realtime_handler_goes_on_at_normal_priority_then_gets_it
         time.sleep(0.01)
     assert policies == [os.SCHED_FIFO, os.SCHED_OTHER, os.SCHED_FIFO]
     runner.stop()
+
+
+def test_a_node_that_refuses_realtime_gets_one_log_line_and_normal_service(monkeypatch, caplog) -> None:
+    def refuse(*_):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(stubmod.os, "sched_setscheduler", refuse)
+    monkeypatch.setattr(stubmod, "_realtime_refusal_logged", False)
+    plugin = Recorder()
+    with caplog.at_level(logging.WARNING, logger="agent.nri.stub"):
+        with _serving(plugin, realtime=True) as (call, _, _thread):
+            assert call("StateChange", _start_request()).ok
+    assert [c[0] for c in plugin.calls] == ["start_container"]
+    refusals = [r.getMessage() for r in caplog.records if "event=nri_realtime_refused" in r.getMessage()]
+    assert len(refusals) == 1 and "Operation not permitted" in refusals[0]
