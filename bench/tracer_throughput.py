@@ -114,7 +114,11 @@ def child_ours(read_events: int) -> None:
     )
     print("up", flush=True)
     pid = int(sys.stdin.readline())
-    print("marked" if tracer.start_run(meta(f"bench-{pid}"), pid) else "failed", flush=True)
+    m = meta(f"bench-{pid}")
+    # Wait for the reader's set-up as in production, where the container outlives it: a frozen
+    # child would otherwise do it after the generator exited, without the overlay layout.
+    ok = tracer.start_run(m, pid) and tracer.wait_attached(m.container_id, 10)
+    print("marked" if ok else "failed", flush=True)
     done.wait(300)
     tracer.close()
     s = got[0]

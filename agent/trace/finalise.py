@@ -61,7 +61,7 @@ def resolve_files(rec: RunRecorder) -> None:
         log.warning("event=overlay_upper_gone run_id=%s upper=%r", rec.meta.run_id, upper)
         upper = None
         lowers = ()
-    for r in rec.files.values():
+    for r in rec.file_records().values():
         if r[F_FROM_IMAGE] is not None:
             continue  # resolved already
         path = rec.normalise(r[F_PATH])
@@ -98,7 +98,7 @@ def merged_files(rec: RunRecorder) -> list[list]:
     """Per-path records keyed by the normalised path (a file seen both from inside the container and
     through the host rootfs path is one file), ordered by first access."""
     by_path: dict[bytes, list] = {}
-    for r in rec.files.values():
+    for r in rec.file_records().values():
         cur = by_path.get(r[F_PATH])
         if cur is None:
             by_path[r[F_PATH]] = list(r)

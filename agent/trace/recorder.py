@@ -7,6 +7,8 @@ measures against a C reader.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import os
 import threading
@@ -50,10 +52,27 @@ def kinds_string(bits: int) -> str:
 
 DELETED_SUFFIX = b" (deleted)"
 
-# Per-path record slots (a list, not an object: the hot loop mutates it in place). F_PATH holds the
-# path as readlink gave it until finalisation normalises it; F_SIZE is -1 and F_FROM_IMAGE None
+# Per-path record slots of file_records() (a list: finalisation mutates it in place). F_PATH holds
+# the path as readlink gave it until finalisation normalises it; F_SIZE is -1 and F_FROM_IMAGE None
 # until resolved.
 F_FIRST_NS, F_SEQ, F_KINDS, F_OPENS, F_SIZE, F_FROM_IMAGE, F_PATH = range(7)
+
+
+def close_all(fds: list[int]) -> None:
+    """Close every fd in the list; one that is not open (EBADF) does not stop the rest."""
+    it = iter(fds)
+    while True:
+        try:
+            collections.deque(map(os.close, it), maxlen=0)
+            return
+        except OSError:
+            continue  # the iterator resumes after the fd that failed
+
+
+def fd_link_names(names: list[bytes], upto: int) -> list[bytes]:
+    """Grow `names` (index = fd number) so it holds b"/proc/self/fd/N" for every N <= upto."""
+    names.extend(b"/proc/self/fd/%d" % fd for fd in range(len(names), upto + 1))
+    return names
 
 
 @dataclass
@@ -96,8 +115,14 @@ class RunRecorder:
         self.deadline_ns = start_ns + window_ns
         self.clock = clock
         self.flags: set[str] = {"late_attach"} if late_attach else set()
-        self.files: dict[bytes, list] = {}
-        self.seq = 0
+        # Hot-path state, kept as dicts of bytes -> int so the reader never creates an object the
+        # cyclic GC must track (per-path lists made full collections a visible share of the drain):
+        # first_seen: raw path -> clock of the read that first returned it; insertion order is the
+        # order of first access. counts: event mask -> raw path -> events with that mask.
+        self.first_seen: dict[bytes, int] = {}
+        self.counts: dict[int, collections.Counter[bytes]] = {}
+        self.sizes: dict[bytes, int] = {}  # only while size_on_read: from the event fd at first sight
+        self.files: dict[bytes, list] | None = None  # per-path records, built at finalisation
         self.events = 0
         self.first_event_ns: int | None = None
         self.last_event_ns: int | None = None
@@ -108,6 +133,7 @@ class RunRecorder:
         self.pending_end: str | None = None  # the run has ended; its queue is still being drained
         self.drained = False
         self.ended = threading.Event()
+        self.attached = threading.Event()  # the reader has taken the run over (Tracer.wait_attached)
         self.root: ContainerRoot | None = None
         self._prefixes: tuple[bytes, ...] = ()
         self.size_on_read = True
@@ -139,25 +165,11 @@ class RunRecorder:
                 return path[len(p) :]
         return path
 
-    def _first_sight(self, raw: bytes, efd: int, mask: int, now: int) -> list:
-        # Kept minimal: from_image and (for overlays) size are resolved off the reader thread at
-        # finalisation from the layer dirs, see finalise.resolve_files.
-        size = -1
-        if self.size_on_read:
-            try:
-                size = os.lseek(efd, 0, os.SEEK_END)
-            except OSError:
-                pass
-        rec = [now - self.start_ns, self.seq, KIND_OF.get(mask & fan.TRACE_MASK, 0), 1 if mask & fan.FAN_OPEN else 0, size, None, raw]
-        self.seq += 1
-        if raw in self._marker_raws:
-            self.set_ready(now, "marker")
-        return rec
-
-    def drain(self, bufsize: int, max_reads: int, own_pid: int, fd_paths: dict[int, bytes]) -> int:
+    def drain(self, bufsize: int, max_reads: int, own_pid: int, fd_names: list[bytes]) -> int:
         """Read and record up to max_reads buffers; returns events handled.
 
         Sets self.drained: True when the queue was seen empty, False when max_reads ran out first.
+        `fd_names` is the reader's shared cache of b"/proc/self/fd/N" names, indexed by fd.
         """
         fd = self.group_fd
         handled = 0
@@ -177,7 +189,7 @@ class RunRecorder:
             if not buf:
                 self.drained = True
                 break
-            handled += self._record(buf, own_pid, fd_paths)
+            handled += self._record(buf, own_pid, fd_names)
             self.last_event_ns = self.clock()
             if self.first_event_ns is None:
                 self.first_event_ns = self.last_event_ns
@@ -187,43 +199,65 @@ class RunRecorder:
         self.events += handled
         return handled
 
-    def _record(self, buf: bytes, own_pid: int, fd_paths: dict[int, bytes]) -> int:
+    def _record(self, buf: bytes, own_pid: int, fd_names: list[bytes]) -> int:
         n = len(buf) // fan.EVENT_LEN
         if len(buf) % fan.EVENT_LEN or buf[4] != fan.FANOTIFY_METADATA_VERSION:
-            return self._record_slow(fan.iter_events(buf), own_pid, fd_paths)
+            return self._record_slow(fan.iter_events(buf), own_pid, fd_names)
         # Columns straight from the buffer: ints 2 (mask, low half), 4 (fd) and 5 (pid) of each
-        # 6-int record. The common batch (no overflow record, none of our own accesses) then
-        # goes through readlink and close with map(), which keeps the interpreter out of the loop.
+        # 6-int record. The common batch (no overflow record, none of our own accesses) then goes
+        # through readlink, bookkeeping and close with C-level iteration only: no Python code runs
+        # per event.
         ints = memoryview(buf).cast("i")
         fds = ints[4::6].tolist()
         if min(fds) < 0 or own_pid in ints[5::6].tolist():
-            return self._record_slow(fan.iter_events(buf), own_pid, fd_paths)
-        get = fd_paths.get
-        names = [get(efd) or fd_paths.setdefault(efd, b"/proc/self/fd/%d" % efd) for efd in fds]
+            return self._record_slow(fan.iter_events(buf), own_pid, fd_names)
+        top = max(fds)
+        if top >= len(fd_names):
+            fd_link_names(fd_names, top)
         try:
-            links = list(map(os.readlink, names))
-        except OSError:
-            return self._record_slow(zip(ints[2::6].tolist(), fds, ints[5::6].tolist()), own_pid, fd_paths)
-        files = self.files
-        kind_of = KIND_OF
-        open_bit = fan.FAN_OPEN
-        now = self.clock()
-        try:
-            for raw, mask, efd in zip(links, ints[2::6].tolist(), fds):
-                rec = files.get(raw)
-                if rec is None:
-                    files[raw] = self._first_sight(raw, efd, mask, now)
-                else:
-                    rec[2] |= kind_of.get(mask, 0)
-                    if mask & open_bit:
-                        rec[3] += 1
+            try:
+                links = list(map(os.readlink, map(fd_names.__getitem__, fds)))
+            except OSError:
+                return self._record_slow(zip(ints[2::6].tolist(), fds, ints[5::6].tolist()), own_pid, fd_names, close=False)
+            now = self.clock()
+            first_seen = self.first_seen
+            known = len(first_seen)
+            collections.deque(map(first_seen.setdefault, links, itertools.repeat(now)), maxlen=0)
+            masks = ints[2::6].tolist()
+            m0 = masks[0]
+            if masks.count(m0) == n:
+                self._counter(m0).update(links)
+            else:
+                for m in set(masks):
+                    self._counter(m).update(itertools.compress(links, map(m.__eq__, masks)))
+            if len(first_seen) > known:
+                if self.size_on_read:
+                    self._read_sizes(links, fds)
+                if self._marker_raws and not self._marker_raws.isdisjoint(links):
+                    self.set_ready(now, "marker")
         finally:
-            list(map(os.close, fds))
+            close_all(fds)
         return n
 
-    def _record_slow(self, events, own_pid: int, fd_paths: dict[int, bytes]) -> int:
+    def _counter(self, mask: int) -> collections.Counter[bytes]:
+        c = self.counts.get(mask)
+        if c is None:
+            c = self.counts[mask] = collections.Counter()
+        return c
+
+    def _read_sizes(self, links: list[bytes], fds: list[int]) -> None:
+        # Without the overlay layers, the size comes from the event fd, which is gone after close.
+        sizes = self.sizes
+        for raw, efd in zip(links, fds):
+            if raw not in sizes:
+                try:
+                    sizes[raw] = os.lseek(efd, 0, os.SEEK_END)
+                except OSError:
+                    sizes[raw] = -1
+
+    def _record_slow(self, events, own_pid: int, fd_names: list[bytes], close: bool = True) -> int:
         """Event by event: batches holding overflow records or our own accesses."""
-        files = self.files
+        first_seen = self.first_seen
         now = self.clock()
         n = 0
         for mask, efd, pid in events:
@@ -235,26 +269,46 @@ class RunRecorder:
             try:
                 if pid == own_pid:
                     continue
-                raw = os.readlink(fd_paths.get(efd) or b"/proc/self/fd/%d" % efd)
-                rec = files.get(raw)
-                if rec is None:
-                    files[raw] = self._first_sight(raw, efd, mask, now)
-                else:
-                    rec[2] |= KIND_OF.get(mask, 0)
-                    if mask & fan.FAN_OPEN:
-                        rec[3] += 1
+                raw = os.readlink(fd_names[efd] if efd < len(fd_names) else b"/proc/self/fd/%d" % efd)
+                if raw not in first_seen:
+                    first_seen[raw] = now
+                    if self.size_on_read:
+                        self._read_sizes([raw], [efd])
+                    if raw in self._marker_raws:
+                        self.set_ready(now, "marker")
+                self._counter(mask)[raw] += 1
             except OSError:
                 pass
             finally:
-                os.close(efd)
+                if close:
+                    os.close(efd)
         return n
+
+    def file_records(self) -> dict[bytes, list]:
+        """Per-path records (F_* slots) from the hot-path state, built once, in first-access order."""
+        if self.files is None:
+            records: dict[bytes, list] = {}
+            sizes = self.sizes
+            for seq, (raw, first) in enumerate(self.first_seen.items()):
+                records[raw] = [first - self.start_ns, seq, 0, 0, sizes.get(raw, -1), None, raw]
+            open_bit = fan.FAN_OPEN
+            for mask, counter in self.counts.items():
+                kind = KIND_OF.get(mask & fan.TRACE_MASK, 0)
+                opens = mask & open_bit
+                for raw, count in counter.items():
+                    r = records[raw]
+                    r[F_KINDS] |= kind
+                    if opens:
+                        r[F_OPENS] += count
+            self.files = records
+        return self.files
 
     def summary(self) -> RunSummary:
         return RunSummary(
             run_id=self.meta.run_id,
             container_id=self.meta.container_id,
             events=self.events,
-            files=len(self.files),
+            files=len(self.first_seen) if self.files is None else len(self.files),
             end_reason=self.end_reason or "",
             flags=frozenset(self.flags),
             first_event_ns=self.first_event_ns,

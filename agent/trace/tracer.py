@@ -67,7 +67,7 @@ class Tracer:
         self._active: dict[str, RunRecorder] = {}
         self._commands: collections.deque[tuple[Any, ...]] = collections.deque()
         self._closed = False
-        self._fd_paths: dict[int, bytes] = {}
+        self._fd_names: list[bytes] = []  # b"/proc/self/fd/N" at index N, grown on demand
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._sel = selectors.EpollSelector()
         self._sel.register(self._wake_fd, selectors.EVENT_READ, (_WAKE, None))
@@ -169,6 +169,18 @@ class Tracer:
         self.config = config
         self._finaliser.config = config
 
+    def wait_attached(self, container_id: str, timeout: float) -> bool:
+        """Wait until the reader has set the container's run up (root layout read, fds watched).
+
+        start_run returns before that: set-up waits for the deferred wake-up. False if there is no
+        such run, it was refused, or the timeout passed.
+        """
+        with self._lock:
+            rec = self._active.get(container_id)
+        if rec is None or not rec.attached.wait(timeout):
+            return False
+        return rec.end_reason != "refused"
+
     def active_runs(self) -> int:
         with self._lock:
             return len(self._active)
@@ -204,7 +216,7 @@ class Tracer:
                 fan.eventfd_signal(self._wake_fd)
 
     def _read_loop(self) -> None:
-        bufsize, reads, own, fd_paths = self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths
+        bufsize, reads, own, fd_names = self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_names
         while True:
             try:
                 for key, _ in self._sel.select(self._next_timeout()):
@@ -212,7 +224,7 @@ class Tracer:
                     if rec is not None and rec.end_reason is not None:
                         continue  # ended earlier in this batch: its fds are closed (maybe reused)
                     if kind is _GROUP:
-                        rec.drain(bufsize, reads, own, fd_paths)
+                        rec.drain(bufsize, reads, own, fd_names)
                         if rec.pending_end is not None and rec.drained:
                             self._finish(rec)
                     elif kind is _PIDFD:
@@ -252,6 +264,7 @@ class Tracer:
             os.close(rec.pidfd)
             rec.end_reason = "refused"  # a later stop/end for it is a no-op (its fds are gone)
             rec.ended.set()
+            rec.attached.set()
             with self._lock:
                 if self._active.get(rec.meta.container_id) is rec:
                     del self._active[rec.meta.container_id]
@@ -272,6 +285,7 @@ class Tracer:
             rec.meta.run_id, rec.meta.container_id, rec.meta.service, rec.pid,
             bool(rec.root and rec.root.upperdir), "late_attach" in rec.flags,
         )
+        rec.attached.set()
 
     @staticmethod
     def _is_host_root(pid: int) -> bool:
@@ -293,7 +307,7 @@ class Tracer:
             self._sel.unregister(rec.pidfd)
         except (KeyError, ValueError):
             pass
-        rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths)
+        rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_names)
         if rec.drained:
             self._finish(rec)
 
@@ -302,7 +316,7 @@ class Tracer:
             return
         if drain_all:
             for _ in range(100_000):
-                rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths)
+                rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_names)
                 if rec.drained:
                     break
         rec.end_reason = rec.pending_end
@@ -349,7 +363,7 @@ class Tracer:
                 if os.path.lexists(b"/proc/%d/root%s" % (rec.pid, rec.marker)):
                     # Take what is queued first: those accesses happened before the marker appeared,
                     # and their first_ns (read time) must not come out later than ready_ns.
-                    rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_paths)
+                    rec.drain(self._bufsize, self.config.reads_per_wake, self._own_pid, self._fd_names)
                     rec.set_ready(self._clock(), "marker")
 
     # --- probe threads --------------------------------------------------------------------------------

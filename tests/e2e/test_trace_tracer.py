@@ -401,7 +401,7 @@ def test_queue_overflow_is_flagged(overlay):
     p.go()
     p.wait(120)
     rec.end_ns, rec.end_reason = time.monotonic_ns(), "exit"
-    while rec.drain(2048 * fan.EVENT_LEN, 16, os.getpid(), {}) or not rec.drained:
+    while rec.drain(2048 * fan.EVENT_LEN, 16, os.getpid(), []) or not rec.drained:
         pass
     os.close(group)
     os.close(pidfd)
@@ -418,6 +418,7 @@ def test_a_process_in_the_host_root_is_not_traced(env):
     p = subprocess.Popen(["sleep", "30"])
     try:
         assert e.tracer.start_run(meta("hostroot"), p.pid)
+        assert not e.tracer.wait_attached("cid-hostroot", 5)
         deadline = time.monotonic() + 5
         while e.tracer.is_tracing("cid-hostroot") and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -474,11 +475,11 @@ def test_deferred_set_up_waits_for_the_wake_and_loses_no_event(overlay, tmp_path
         p.go()
         time.sleep(0.3)  # the script has read both files by now
         assert not started() and not done.is_set()
+        assert not tracer.wait_attached("cid-deferred", 0.1)
         deferred[0]()
-        deadline = time.monotonic() + 5
-        while not started():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert tracer.wait_attached("cid-deferred", 5)
+        assert started()
+        assert not tracer.wait_attached("cid-unknown", 0.1)
         tracer.stop_run("cid-deferred")
         assert done.wait(20)
     finally:

@@ -39,6 +39,7 @@ def _rec(files, *, end_after_ms: int, reason: str, readiness=None, flags=()) -> 
     rec = RunRecorder(_meta(readiness), 1, -1, -1, start_ns=1000 * MS, started_at_ns=1_700_000_000 * 10**9,
                       window_ns=60 * 10**9, clock=time.monotonic_ns)
     rec.attach_root(ContainerRoot(dev="0:1", fstype="overlay", upperdir=None, host_mount_points=(b"/host/rootfs",)))
+    rec.files = {}
     for raw, first_ms, kinds, opens, size, seq in files:
         rec.files[raw] = [first_ms * MS, seq, kinds, opens, size, True, raw]
     rec.end_ns = rec.start_ns + end_after_ms * MS
