@@ -63,6 +63,10 @@ class Tracer:
         nofile = fan.raise_nofile_limit(self.config.read_events * 4 + 1024)
         if nofile < self.config.read_events * 2:
             log.warning("event=nofile_limit_low limit=%d read_events=%d", nofile, self.config.read_events)
+        try:
+            fan.reserve_fd_table(min(nofile - 1, self.config.read_events * 2 + 256))
+        except OSError as e:  # only slower: the table grows on demand instead
+            log.warning("event=fd_table_reserve_failed error=%s", e)
         self._lock = threading.Lock()
         self._active: dict[str, RunRecorder] = {}
         self._commands: collections.deque[tuple[Any, ...]] = collections.deque()

@@ -31,3 +31,23 @@ def test_unknown_metadata_version_is_refused():
 
 def test_trace_mask_is_open_exec_access():
     assert fan.TRACE_MASK == fan.FAN_OPEN | fan.FAN_OPEN_EXEC | fan.FAN_ACCESS == 0x1021
+
+
+def test_reserve_fd_table_grows_the_table_once_and_leaves_no_fd_open():
+    # In a fresh interpreter: this one's table may have grown already.
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from agent.trace import fanotify as fan\n"
+        "size = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('FDSize:')).split()[1])\n"
+        "fds = lambda: len(os.listdir('/proc/self/fd'))\n"
+        "fan.raise_nofile_limit(2048)\n"
+        "before, n = size(), fds()\n"
+        "got = fan.reserve_fd_table(1000)\n"
+        "print(before, size(), got, fds() - n)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after, got, leaked = map(int, out)
+    assert before < 1000 <= got < after and leaked == 0
