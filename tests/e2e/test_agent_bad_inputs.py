@@ -251,3 +251,10 @@ def test_only_the_nri_connection_and_handler_threads_run_realtime(testbed, agent
     assert len(policies) > 8  # reader, finaliser, CRI, injector, snapshotter sender, metrics...
     assert policies.count(os.SCHED_FIFO) == 5, policies  # the connection and 4 handler workers
     assert set(policies) == {os.SCHED_FIFO, os.SCHED_OTHER}
+
+
+def test_the_agent_process_never_loads_pandas(testbed, agent):
+    # The fixture's runs were written by now: pyarrow would have imported pandas at the first one.
+    _run_of(agent, "default/warmup3/main")
+    maps = Path(f"/proc/{agent.pid}/maps").read_text()
+    assert "/pyarrow/" in maps and "/pandas/" not in maps
