@@ -85,14 +85,18 @@ class TraceConfig:
     # Reads per group per wake-up before serving other groups (fairness under a flood).
     reads_per_wake: int = 16
     take_inventory: bool = True
+    # An image's inventory (a walk of its layers, once per digest) waits until no run has started
+    # for inventory_quiet_s, so it does not compete with container starts; at most inventory_max_delay_s.
+    inventory_quiet_s: float = 10.0
+    inventory_max_delay_s: float = 300.0
     agent_version: str = "0.1.0"
 
     def __post_init__(self) -> None:
         for name in ("window_s", "quiescence_s", "marker_poll_s", "probe_interval_s", "probe_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"trace config: {name} must be > 0, got {getattr(self, name)!r}")
-        if self.min_run_s < 0 or self.digest_wait_s < 0:
-            raise ValueError("trace config: min_run_s and digest_wait_s must be >= 0")
+        if min(self.min_run_s, self.digest_wait_s, self.inventory_quiet_s, self.inventory_max_delay_s) < 0:
+            raise ValueError("trace config: min_run_s, digest_wait_s and inventory_* must be >= 0")
         if not 1 <= self.read_events <= 65536 or self.reads_per_wake < 1 or self.probe_workers < 1:
             raise ValueError("trace config: read_events in 1..65536, reads_per_wake and probe_workers >= 1")
 

@@ -408,7 +408,9 @@ class _Finaliser(threading.Thread):
         self.roots: collections.OrderedDict[str, ContainerRoot] = collections.OrderedDict()
         self.inventories: set[str] = set()
         self.inventory_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-inventory")
+        self.last_begin_ns = clock()
         self.stopping = False
+        self.stopped = threading.Event()  # wakes an inventory waiting for a quiet node
 
     def submit(self, task: tuple[Any, ...]) -> None:
         self.tasks.put(task)
@@ -443,6 +445,7 @@ class _Finaliser(threading.Thread):
                     log.error("event=trace_recover_failed run_id=%s error=%s", inflight.get("run_id"), e)
         elif kind == "begin":
             rec = task[1]
+            self.last_begin_ns = self.clock()
             if rec.root is not None:
                 self.remember(self.roots, rec.meta.container_id, rec.root)
             try:
@@ -470,6 +473,7 @@ class _Finaliser(threading.Thread):
                 self.write(rec)
         elif kind == "stop":
             self.stopping = True
+            self.stopped.set()
             return False
         return True
 
@@ -517,11 +521,27 @@ class _Finaliser(threading.Thread):
         if root is None or not root.lowerdirs:
             return
         self.inventories.add(digest)
-        self.inventory_pool.submit(self._inventory, digest, root.lowerdirs)
+        self.inventory_pool.submit(self._inventory, digest, root.lowerdirs, self.clock())
 
-    def _inventory(self, digest: str, lowerdirs: tuple[bytes, ...]) -> None:
+    def _wait_quiet(self, queued_ns: int) -> bool:
+        """Sleep until no run has started for inventory_quiet_s (or the longest delay passed);
+        False if the tracer stops meanwhile."""
+        quiet_ns = int(self.config.inventory_quiet_s * 1e9)
+        latest_ns = queued_ns + int(self.config.inventory_max_delay_s * 1e9)
+        while True:
+            now = self.clock()
+            wake_ns = min(self.last_begin_ns + quiet_ns, latest_ns)
+            if now >= wake_ns:
+                return True
+            if self.stopped.wait((wake_ns - now) / 1e9):
+                return False
+
+    def _inventory(self, digest: str, lowerdirs: tuple[bytes, ...], queued_ns: int) -> None:
         try:
             if self.store.has_inventory(digest):
+                return
+            if not self._wait_quiet(queued_ns):
+                self.inventories.discard(digest)  # not taken: the next run of the image asks again
                 return
             started = time.monotonic()
             table = take_inventory(digest, lowerdirs)

@@ -323,21 +323,77 @@ def test_late_attach_and_runtime_restart_make_a_run_incomplete(overlay, env):
 
 
 def test_digest_arriving_late_and_inventory(overlay, env):
-    e = env(digest_wait_s=5)
+    e = env(digest_wait_s=5, inventory_quiet_s=0.2)
     p = Jailed(overlay["merged"], "read x < /data/a.txt")
     assert e.tracer.start_run(meta("digest"), p.pid)
+    # The layers come from the live process's mountinfo: a process gone before the reader's set-up
+    # leaves the run without them (and its image without an inventory until another run).
+    assert e.tracer.wait_attached("cid-digest", 5)
     p.go()
     p.wait()
     time.sleep(0.3)  # the run has ended; finalisation waits for the digest
     e.tracer.set_image_digest("cid-digest", "sha256:" + "ab" * 32)
     run, _ = e.wait_run("digest")
     assert run["image_digest"] == "sha256:" + "ab" * 32
-    deadline = time.monotonic() + 10
-    while not e.store.has_inventory("sha256:" + "ab" * 32) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _time_to_inventory(e, "sha256:" + "ab" * 32, time.monotonic())
     inv = e.store.read_inventory()
     assert set(inv.path) == {"/bin", "/bin/busybox", "/bin/true", "/data", "/tmp", *(f"/data/{n}" for n in DATA)}
     assert inv.set_index("path").loc["/data/a.txt", "size"] == 100
+
+
+def _time_to_inventory(e: Env, digest: str, since: float, timeout: float = 15) -> float:
+    while not e.store.has_inventory(digest):
+        assert time.monotonic() - since < timeout, "no inventory"
+        time.sleep(0.05)
+    return time.monotonic() - since
+
+
+def test_inventory_waits_until_no_run_has_started_for_a_while(overlay, env):
+    # Walking an image's layers competes with container starts: it waits for a quiet node.
+    e = env(inventory_quiet_s=2.0)
+    digest = "sha256:" + "cd" * 32
+    first = Jailed(overlay["merged"], "read x < /data/a.txt")
+    assert e.tracer.start_run(meta("quiet1"), first.pid)
+    assert e.tracer.wait_attached("cid-quiet1", 5)
+    e.tracer.set_image_digest("cid-quiet1", digest)
+    first.go()
+    time.sleep(1.0)
+    second = Jailed(overlay["merged"], "read x < /data/b.txt")
+    assert e.tracer.start_run(meta("quiet2"), second.pid)
+    assert e.tracer.wait_attached("cid-quiet2", 5)
+    began = time.monotonic()
+    second.go()
+    assert _time_to_inventory(e, digest, began) >= 1.9
+    for p in (first, second):
+        p.wait()
+
+
+def test_inventory_is_taken_after_the_longest_delay_on_a_busy_node(overlay, env):
+    e = env(inventory_quiet_s=600, inventory_max_delay_s=1.0)
+    digest = "sha256:" + "ce" * 32
+    p = Jailed(overlay["merged"], "read x < /data/a.txt")
+    assert e.tracer.start_run(meta("busy"), p.pid)
+    assert e.tracer.wait_attached("cid-busy", 5)
+    began = time.monotonic()
+    e.tracer.set_image_digest("cid-busy", digest)
+    p.go()
+    assert 0.5 <= _time_to_inventory(e, digest, began) < 10
+    p.wait()
+
+
+def test_a_waiting_inventory_does_not_hold_up_close(overlay, env, tmp_path):
+    e = env(inventory_quiet_s=600)
+    p = Jailed(overlay["merged"], "read x < /data/a.txt")
+    assert e.tracer.start_run(meta("closing"), p.pid)
+    assert e.tracer.wait_attached("cid-closing", 5)
+    e.tracer.set_image_digest("cid-closing", "sha256:" + "cf" * 32)
+    p.go()
+    p.wait()
+    e.wait_run("closing")
+    began = time.monotonic()
+    e.tracer.close()
+    assert time.monotonic() - began < 5
+    assert not e.store.has_inventory("sha256:" + "cf" * 32)  # not taken: the next run asks again
 
 
 def test_agent_restart_recovers_inflight_runs(overlay, env, tmp_path):
