@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.abc
 import logging
 import signal
 import sys
@@ -70,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.nri import launched_by_runtime
 
     logs.setup(args.log_level)
-    # pyarrow imports pandas, if it can, the first time it converts a Python list: about 40 MiB of
-    # RSS and 0.2 s of CPU, while the first containers start. The agent never needs pandas; a None
-    # entry makes that import fail, and pyarrow goes on without it.
-    sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
+    refuse_pandas()
     # An NRI handler thread that wants the GIL while the reader or finaliser holds it waits up to
     # one switch interval (5 ms by default, the measured StartContainer p99); containerd waits too.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
@@ -94,6 +92,25 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     agent.run()
     return 0
+
+
+class _PandasRefused(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ModuleNotFoundError(f"the agent daemon does not load {fullname}", name=fullname)
+        return None
+
+
+def refuse_pandas() -> None:
+    """Make `import pandas` fail in this process (unless it is loaded already).
+
+    pyarrow imports pandas, if it can, the first time it converts a Python list: about 40 MiB of
+    RSS and 0.2 s of CPU while the first containers start, in a daemon that never uses pandas.
+    An import hook, not a None in sys.modules: pyarrow's compiled import takes a None entry for
+    the module itself and fails with AttributeError instead of going on without pandas.
+    """
+    if "pandas" not in sys.modules and not any(isinstance(f, _PandasRefused) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PandasRefused())
 
 
 class AgentProcess:

@@ -155,7 +155,9 @@ class TraceStore:
             return []
         columns = ["started_at", "service", "image_ref_normalized", "image_digest"]
         table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-        rows = sorted(zip(*(table.column(c).to_pylist() for c in columns)), key=lambda r: r[0])
+        # As int64: without pandas, pyarrow cannot turn a nanosecond timestamp into a Python object.
+        started = table.column("started_at").cast(pa.int64()).to_pylist()
+        rows = sorted(zip(started, *(table.column(c).to_pylist() for c in columns[1:])), key=lambda r: r[0])
         return [(service, ref, digest) for _, service, ref, digest in rows if ref]
 
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 READER_SERVICE = "default/tracedemo/reader"
 TRACE_CONFIG = (
-    "[trace]\nmin_run_s = 0\nquiescence_s = 0.5\n"
+    "[trace]\nmin_run_s = 0\nquiescence_s = 0.5\ninventory_quiet_s = 0.5\n"
     f'[readiness."{READER_SERVICE}"]\nmarker = "/tmp/out.txt"\n'
 )
 # What /opt/app/run.sh of the testbed busybox image does (testbed/images.py): the kernel execs the
@@ -66,7 +66,9 @@ def test_two_containers_of_one_image_are_traced_as_independent_runs(testbed, age
     assert sizes["/data/c.bin"] == 65536 and sizes["/data/a.txt"] == 40
     assert by_service.loc[READER_SERVICE].ready_source == "marker"
     assert by_service.loc["default/tracedemo/writer"].ready_source == "quiescence"
-    # The inventory of the image is taken once, off the handler path.
+    # The inventory of the image is taken once, off the handler path, when no start has come for a while.
+    digest = runs.image_digest.iloc[0]
+    wait_for(lambda: agent.store().has_inventory(digest), 15, "the image inventory")
     inventory = agent.store().read_inventory()
     assert set(inventory.image_digest) == {runs.image_digest.iloc[0]}
     assert {"/data/a.txt", "/opt/app/run.sh", "/bin/busybox"} <= set(inventory.path)
