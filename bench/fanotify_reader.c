@@ -4,7 +4,9 @@
  * mask and read size as agent/trace. Per event it does only what any fd-mode tracer must:
  * readlink(/proc/self/fd/N) and close(N).
  *
- * usage: fanotify_reader MARK_PATH EXPECTED_EVENTS IDLE_MS READ_EVENTS
+ * usage: fanotify_reader MARK_PATH EXPECTED_EVENTS IDLE_MS READ_EVENTS [range]
+ * With "range", each buffer's fds are closed after its readlinks with one close_range(2) when they
+ * form a range (as agent/trace does), instead of one close(2) per event.
  * prints "ready" once marked, then "events=N first_ns=T last_ns=T" (CLOCK_MONOTONIC, after reads
  * that returned events) when EXPECTED_EVENTS were seen or IDLE_MS passed without events.
  */
@@ -15,6 +17,9 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/fanotify.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,9 +31,16 @@ static long long now_ns(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s MARK_PATH EXPECTED_EVENTS IDLE_MS READ_EVENTS\n", argv[0]);
+    if (argc != 5 && !(argc == 6 && strcmp(argv[5], "range") == 0)) {
+        fprintf(stderr, "usage: %s MARK_PATH EXPECTED_EVENTS IDLE_MS READ_EVENTS [range]\n", argv[0]);
         return 2;
+    }
+    int range = argc == 6;
+    if (range) {  /* a buffer's fds stay open until its close_range: room for all of them */
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rlim_t want = (rlim_t)atoi(argv[4]) * 4 + 1024;
+        if (rl.rlim_cur < want) { rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); }
     }
     long long expected = atoll(argv[2]);
     int idle_ms = atoi(argv[3]);
@@ -51,13 +63,26 @@ int main(int argc, char **argv) {
         for (;;) {
             ssize_t len = read(fd, buf, bufsz);
             if (len <= 0) break;
+            ssize_t whole = len;  /* FAN_EVENT_NEXT counts len down */
             struct fanotify_event_metadata *ev = (struct fanotify_event_metadata *)buf;
+            int lo = INT_MAX, hi = -1, n = 0;
             for (; FAN_EVENT_OK(ev, len); ev = FAN_EVENT_NEXT(ev, len)) {
                 events++;
                 if (ev->fd < 0) continue;
                 snprintf(link, sizeof link, "/proc/self/fd/%d", ev->fd);
                 if (readlink(link, target, sizeof target - 1) < 0) target[0] = 0;
-                close(ev->fd);
+                if (!range) { close(ev->fd); continue; }
+                if (ev->fd < lo) lo = ev->fd;
+                if (ev->fd > hi) hi = ev->fd;
+                n++;
+            }
+            if (range && n) {
+                if (hi - lo + 1 == n) {
+                    syscall(SYS_close_range, lo, hi, 0);
+                } else {  /* not a range: one by one, walking the buffer again */
+                    for (ev = (struct fanotify_event_metadata *)buf; FAN_EVENT_OK(ev, whole); ev = FAN_EVENT_NEXT(ev, whole))
+                        if (ev->fd >= 0) close(ev->fd);
+                }
             }
             last = now_ns();
             if (!first) first = last;

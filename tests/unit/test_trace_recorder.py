@@ -161,6 +161,22 @@ def test_close_all_goes_past_an_fd_that_is_not_open(tmp_path):
     assert not any(map(_is_open, fds))
 
 
+def test_close_all_closes_a_whole_range_and_nothing_next_to_it(tmp_path):
+    fds = [os.open(tmp_path, os.O_RDONLY) for _ in range(5)]
+    close_all([fds[2], fds[0], fds[1]])  # a whole range, in any order
+    assert [_is_open(fd) for fd in fds] == [False, False, False, True, True]
+    close_all(fds[3:])
+    assert not any(map(_is_open, fds))
+    close_all([])
+
+
+def test_close_all_leaves_an_fd_inside_a_gap_open(tmp_path):
+    fds = [os.open(tmp_path, os.O_RDONLY) for _ in range(3)]
+    close_all([fds[0], fds[2]])  # not a range: fds[1] belongs to someone else
+    assert [_is_open(fd) for fd in fds] == [False, True, False]
+    os.close(fds[1])
+
+
 def test_fd_link_names_grow_to_cover_the_highest_fd():
     names = fd_link_names([], 3)
     assert names == [b"/proc/self/fd/0", b"/proc/self/fd/1", b"/proc/self/fd/2", b"/proc/self/fd/3"]
