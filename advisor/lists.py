@@ -293,9 +293,9 @@ class PrefetchList:
     def to_bytes(self) -> bytes:
         return self.render().encode("utf-8")
 
-    def write_atomic(self, path: str | os.PathLike[str], *, mode: int = 0o644) -> Path:
+    def write_atomic(self, path: str | os.PathLike[str], *, mode: int = 0o644, durable: bool = True) -> Path:
         """Write the list so a reader sees either the old file or the complete new one."""
-        return write_bytes_atomic(Path(path), self.to_bytes(), mode=mode)
+        return write_bytes_atomic(Path(path), self.to_bytes(), mode=mode, durable=durable)
 
     @classmethod
     def parse(
@@ -337,8 +337,12 @@ def _safe_repr(value: object) -> str:
     return r if len(r) <= 200 else r[:197] + "..."
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> Path:
-    """temp file in the same directory + fsync + rename + fsync(dir)."""
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> Path:
+    """temp file in the same directory + fsync + rename + fsync(dir).
+
+    durable=False skips both fsyncs: readers still see the old file or the whole new one, but a
+    power loss may take the write back. For files only read while this boot lasts.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -346,13 +350,15 @@ def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> Path:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return path
 
 

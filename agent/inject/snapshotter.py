@@ -260,6 +260,10 @@ class SnapshotterClient:
             if job.result is None:
                 job.result = result
                 job.done.set()
+            records = self._records_bytes()
+        # After the answer: the handler waiting in send() need not wait for a JSON write and fsync.
+        # The record is no less safe for it, as a crash can come between the PUT and the write.
+        self._persist(records)
 
     # -- restart detection ------------------------------------------------------------------------
     def _socket_id(self) -> tuple[int, int, int] | None:
@@ -325,11 +329,19 @@ class SnapshotterClient:
             }
         while len(self._records) > self.max_records:
             self._records.pop(next(iter(self._records)))
-        if self._record_path is not None:
-            try:
-                write_bytes_atomic(self._record_path, json.dumps(self._records, indent=1).encode())
-            except OSError as exc:
-                log.warning("event=sent_record_write_failed path=%s error=%s", self._record_path, exc)
+
+    def _records_bytes(self) -> bytes | None:
+        # Caller holds the lock; the file itself is written after it is released (_persist).
+        return json.dumps(self._records, indent=1).encode() if self._record_path is not None else None
+
+    def _persist(self, data: bytes | None) -> None:
+        """Write the records file. Only the sender thread calls it, so writes land in order."""
+        if data is None or self._record_path is None:
+            return
+        try:
+            write_bytes_atomic(self._record_path, data)
+        except OSError as exc:
+            log.warning("event=sent_record_write_failed path=%s error=%s", self._record_path, exc)
 
 
 def _file_sha256(path: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from agent.inject import snapshotter as S
 from agent.inject.snapshotter import PrefetchEntry, SnapshotterClient, UnixHTTPConnection
 from testbed.fake_snapshotter import FakeSnapshotter, read_record
+from tests.e2e.agent_harness import wait_for
 
 NGINX = "docker.io/library/nginx:latest"
 REDIS = "docker.io/library/redis:7"
@@ -121,6 +123,36 @@ def test_fake_modes(sock) -> None:
 # ------------------------------------------------------------------------ the client
 
 
+def _on_disk(state: Path) -> dict:
+    try:
+        return json.loads((state / "sent.json").read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def test_the_answer_does_not_wait_for_the_record_file(sock, tmp_path, monkeypatch) -> None:
+    lp = list_file(tmp_path, "a.list")
+    release = threading.Event()
+    real_write = S.write_bytes_atomic
+
+    def stalled_write(path, data, **kw):
+        release.wait(10)
+        return real_write(path, data, **kw)
+
+    monkeypatch.setattr(S, "write_bytes_atomic", stalled_write)
+    with FakeSnapshotter(sock):
+        client = SnapshotterClient(sock, tmp_path / "state")
+        try:
+            assert client.send([PrefetchEntry(NGINX, lp, "default/web/nginx")]) == S.SendResult(S.OUTCOME_OK)
+            assert client.records()[NGINX]["status"] == "sent"  # in memory at once
+            assert _on_disk(tmp_path / "state") == {}  # the file waits on the stalled disk
+            release.set()
+            wait_for(lambda: _on_disk(tmp_path / "state").get(NGINX, {}).get("status") == "sent", 5, "the record on disk")
+        finally:
+            release.set()
+            client.close()
+
+
 def test_put_has_upstream_shape(sock, tmp_path) -> None:
     lp = list_file(tmp_path, "a.list")
     with FakeSnapshotter(sock) as fake:
@@ -134,8 +166,8 @@ def test_put_has_upstream_shape(sock, tmp_path) -> None:
             assert fake.entries == {NGINX: lp}
             rec = client.records()[NGINX]
             assert (rec["status"], rec["service"], rec["list_path"], rec["sends"]) == ("sent", "default/web/nginx", lp, 1)
-            on_disk = json.loads((tmp_path / "state" / "sent.json").read_text())
-            assert on_disk[NGINX]["status"] == "sent"
+            # Written after the answer, by the sender thread.
+            wait_for(lambda: _on_disk(tmp_path / "state").get(NGINX, {}).get("status") == "sent", 5, "the record on disk")
         finally:
             client.close()
 

@@ -290,3 +290,17 @@ def test_report_json_survives_non_utf8_names(tmp_path) -> None:
     store.put("svc", "sha256:d", PrefetchList(["/a"]), {"dropped": ["/bad\udcff"]})
     raw = store.latest("svc").report_path.read_bytes()
     assert json.loads(raw)["dropped"] == ["/bad\udcff"]
+
+
+def test_write_bytes_atomic_fsyncs_only_when_durable(tmp_path, monkeypatch) -> None:
+    import advisor.lists as L
+
+    synced: list[int] = []
+    real = L.os.fsync
+    monkeypatch.setattr(L.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    L.write_bytes_atomic(tmp_path / "a.list", b"/a\n")
+    assert len(synced) == 2  # the file, then its directory
+    synced.clear()
+    L.write_bytes_atomic(tmp_path / "b.list", b"/b\n", durable=False)
+    assert synced == [] and (tmp_path / "b.list").read_bytes() == b"/b\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.list", "b.list"]  # no temp file left
