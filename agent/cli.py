@@ -190,11 +190,12 @@ def _check_fanotify_groups() -> None:
     if limit < FANOTIFY_GROUPS_WANTED:
         log.warning("event=fanotify_group_limit_low limit=%d wanted=%d effect=containers_beyond_it_run_untraced "
                     "hint='sysctl -w fs.fanotify.max_user_groups=%d'", limit, FANOTIFY_GROUPS_WANTED,
-                    FANOTIFY_GROUPS_WANTED * 2)
+                    FANOTIFY_GROUPS_WANTED)
 
 
 def show_runs(state_dir: Path, as_json: bool) -> int:
     from agent.store import TraceStore
+    from agent.trace import schema
 
     if not (state_dir / "traces").is_dir():
         print(f"prefetch-agent: no traces under {state_dir}", file=sys.stderr)
@@ -207,6 +208,7 @@ def show_runs(state_dir: Path, as_json: bool) -> int:
             "end_reason", "complete"]
     table = runs[cols].copy()
     table["files"] = [int(counts.get(r, 0)) for r in table.run_id]
+    table["flags"] = [",".join(f for f in schema.RUN_FLAGS if row[f"flag_{f}"]) or "-" for _, row in runs.iterrows()]
     if as_json:
         print(table.to_json(orient="records", date_format="iso"))
     else:
